@@ -1,0 +1,1 @@
+//! The meshsec.io API.

@@ -1,0 +1,1 @@
+//! Shared helpers for meshsec end-to-end tests.

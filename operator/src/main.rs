@@ -1,0 +1,2 @@
+//! meshsec operator.
+fn main() {}

@@ -1,0 +1,1 @@
+//! ESP packet processing, no I/O.

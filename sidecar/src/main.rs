@@ -1,0 +1,2 @@
+//! meshsec sidecar.
+fn main() {}
