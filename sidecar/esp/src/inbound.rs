@@ -1,0 +1,247 @@
+//! Inbound SA: verifies and opens ESP packets in place.
+
+use core::fmt;
+use core::ops::Range;
+
+use crate::aead::{self, Backend};
+use crate::crypto::SaCrypto;
+use crate::ip::{IpLayout, fix_lengths};
+use crate::replay::{ReplayError, ReplayWindow};
+use crate::wire::{esp, ip_proto, udp};
+use crate::{
+    Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, OpenError, SaKey,
+};
+
+/// Receiving half of an SA. Shared by worker threads (`&self`).
+pub struct InboundSa {
+    spi: u32,
+    cipher: Cipher,
+    mode: Mode,
+    encap: Encap,
+    crypto: SaCrypto,
+    replay: ReplayWindow,
+}
+
+impl fmt::Debug for InboundSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InboundSa")
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .field("cipher", &self.cipher)
+            .field("mode", &self.mode)
+            .field("encap", &self.encap)
+            .field("replay", &self.replay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the parts of a received ESP packet are.
+struct Located {
+    ip: IpLayout,
+    /// Absolute offset of the ESP header.
+    esp_at: usize,
+    /// Absolute end of the IP packet (per its length field).
+    end: usize,
+}
+
+impl InboundSa {
+    /// Builds an SA with the default backend. `encap_expected` says whether
+    /// packets arrive as raw ESP or ESP-in-UDP (ports are not checked: a NAT
+    /// may rewrite the source port).
+    pub fn new(
+        spi: u32,
+        cipher: Cipher,
+        key: SaKey,
+        mode: Mode,
+        encap_expected: Encap,
+        replay_window: u32,
+    ) -> Result<Self, ConfigError> {
+        Self::with_backend(
+            Backend::default(),
+            spi,
+            cipher,
+            key,
+            mode,
+            encap_expected,
+            replay_window,
+        )
+    }
+
+    /// Like [`Self::new`] with an explicit AEAD backend.
+    pub fn with_backend(
+        backend: Backend,
+        spi: u32,
+        cipher: Cipher,
+        key: SaKey,
+        mode: Mode,
+        encap_expected: Encap,
+        replay_window: u32,
+    ) -> Result<Self, ConfigError> {
+        if spi < 256 {
+            return Err(ConfigError::ReservedSpi(spi));
+        }
+        key.check_for(cipher)?;
+        let replay = ReplayWindow::new(replay_window)?;
+        let aead =
+            aead::new_aead(backend, cipher, key.aes_key()).map_err(|_| ConfigError::KeyLength {
+                expected: cipher.material_len(),
+                got: key.len(),
+            })?;
+        Ok(InboundSa {
+            spi,
+            cipher,
+            mode,
+            encap: encap_expected,
+            crypto: SaCrypto::new(spi, cipher, key.salt(), aead),
+            replay,
+        })
+    }
+
+    /// Makes `seq` the next expected sequence number (debug CLI: test ESN
+    /// high bits without sending 2^32 packets first).
+    pub fn expect_next(self, seq: u64) -> Result<Self, ConfigError> {
+        if seq == 0 {
+            return Err(ConfigError::ZeroSequence);
+        }
+        self.replay.expect_next(seq);
+        Ok(self)
+    }
+
+    /// SPI.
+    pub fn spi(&self) -> u32 {
+        self.spi
+    }
+
+    /// Highest authenticated sequence number so far.
+    pub fn highest_seq(&self) -> u64 {
+        self.replay.top()
+    }
+
+    /// Opens the ESP packet at `buf[pkt]` in place and returns the range of
+    /// the restored plaintext IP packet. The replay window is updated only
+    /// after the ICV verified.
+    pub fn open(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, OpenError> {
+        let loc = self.locate(buf, pkt.clone())?;
+        let esp = esp::Packet::new_checked(&buf[loc.esp_at..loc.end])?;
+        if esp.spi() != self.spi {
+            return Err(OpenError::UnknownSpi);
+        }
+        let seq = self.replay.check(esp.seq_low()).map_err(replay_error)?;
+        let ct_end = loc.end - ICV_LEN;
+        self.crypto
+            .open(buf, loc.esp_at, ct_end, seq)
+            .map_err(|_| OpenError::AuthFailed)?;
+        self.replay.accept(seq).map_err(replay_error)?;
+        let payload_at = loc.esp_at + ESP_HEADER_LEN + IV_LEN;
+        let (payload_end, next_header) = strip_trailer(buf, payload_at, ct_end)?;
+        match self.mode {
+            Mode::Transport => restore_transport(
+                buf,
+                pkt.start,
+                &loc.ip,
+                payload_at,
+                payload_end,
+                next_header,
+            ),
+            Mode::Tunnel => inner_packet(buf, payload_at, payload_end, next_header),
+        }
+    }
+
+    /// Finds the ESP header behind the IP (and UDP) header.
+    fn locate(&self, buf: &[u8], pkt: Range<usize>) -> Result<Located, OpenError> {
+        let packet = buf.get(pkt.clone()).ok_or(OpenError::Truncated)?;
+        let ip = IpLayout::parse(packet)?;
+        let upper = pkt.start + ip.upper_offset;
+        let end = pkt.start + ip.total_len;
+        let esp_at = match (ip.protocol, self.encap) {
+            (ip_proto::ESP, Encap::None) => upper,
+            (ip_proto::UDP, Encap::Udp { .. }) => {
+                let u = udp::Packet::new_checked(&buf[upper..end])?;
+                if usize::from(u.len()) != end - upper {
+                    return Err(OpenError::Malformed);
+                }
+                match u.payload() {
+                    [0xff] => return Err(OpenError::NatKeepalive),
+                    [0, 0, 0, 0, ..] => return Err(OpenError::NotEsp),
+                    _ => {}
+                }
+                upper + udp::HEADER_LEN
+            }
+            (ip_proto::ESP, Encap::Udp { .. }) | (ip_proto::UDP, Encap::None) => {
+                return Err(OpenError::UnexpectedEncapsulation);
+            }
+            _ => return Err(OpenError::NotEsp),
+        };
+        Ok(Located { ip, esp_at, end })
+    }
+}
+
+fn replay_error(e: ReplayError) -> OpenError {
+    match e {
+        ReplayError::Replayed => OpenError::Replayed,
+        ReplayError::TooOld => OpenError::TooOld,
+    }
+}
+
+/// Reads pad length and next header, checks the padding is 1, 2, 3, ...
+/// (RFC 4303 §2.4) and returns the payload end and next header.
+fn strip_trailer(buf: &[u8], payload_at: usize, ct_end: usize) -> Result<(usize, u8), OpenError> {
+    let next_header = buf[ct_end - 1];
+    let pad = usize::from(buf[ct_end - 2]);
+    let payload_end = (ct_end - 2)
+        .checked_sub(pad)
+        .filter(|e| *e >= payload_at)
+        .ok_or(OpenError::BadPadding)?;
+    let padding = &buf[payload_end..ct_end - 2];
+    if padding
+        .iter()
+        .enumerate()
+        .any(|(i, b)| usize::from(*b) != i + 1)
+    {
+        return Err(OpenError::BadPadding);
+    }
+    if next_header == ip_proto::NO_NEXT_HEADER {
+        return Err(OpenError::DummyPacket);
+    }
+    Ok((payload_end, next_header))
+}
+
+/// Transport mode: moves the IP header right to meet the payload and puts
+/// the original protocol back.
+fn restore_transport(
+    buf: &mut [u8],
+    start: usize,
+    ip: &IpLayout,
+    payload_at: usize,
+    payload_end: usize,
+    next_header: u8,
+) -> Result<Range<usize>, OpenError> {
+    let new_start = payload_at - ip.upper_offset;
+    buf.copy_within(start..start + ip.upper_offset, new_start);
+    buf[new_start + ip.next_header_at] = next_header;
+    fix_lengths(
+        &mut buf[new_start..payload_end],
+        ip.family,
+        payload_end - new_start,
+    );
+    Ok(new_start..payload_end)
+}
+
+/// Tunnel mode: the payload is a whole IP packet named by next header 4 or
+/// 41; TFC padding beyond its length field is dropped.
+fn inner_packet(
+    buf: &[u8],
+    payload_at: usize,
+    payload_end: usize,
+    next_header: u8,
+) -> Result<Range<usize>, OpenError> {
+    let family = match next_header {
+        ip_proto::IPV4 => Family::V4,
+        ip_proto::IPV6 => Family::V6,
+        _ => return Err(OpenError::UnsupportedNextHeader),
+    };
+    let inner = IpLayout::parse(&buf[payload_at..payload_end])?;
+    if inner.family != family {
+        return Err(OpenError::Malformed);
+    }
+    Ok(payload_at..payload_at + inner.total_len)
+}

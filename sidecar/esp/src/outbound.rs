@@ -1,0 +1,363 @@
+//! Outbound SA: seals plaintext IP packets into ESP in place.
+
+use core::fmt;
+use core::net::IpAddr;
+use core::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::aead::{self, Backend};
+use crate::crypto::SaCrypto;
+use crate::ip::{IpLayout, fix_lengths};
+use crate::wire::{checksum, esp, ip_proto, ipv4, ipv6, udp};
+use crate::{
+    Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, SaKey, SealError,
+};
+
+/// Default soft limit for [`OutboundSa::needs_rekey`]: far below 2^64 so
+/// the rotation has ample time before the hard stop.
+const DEFAULT_SOFT_PACKETS: u64 = 1 << 60;
+/// Hop limit / TTL of tunnel-mode outer headers.
+const OUTER_TTL: u8 = 64;
+
+/// Sending half of an SA. Shared by worker threads (`&self`): the sequence
+/// counter is atomic and never wraps.
+pub struct OutboundSa {
+    spi: u32,
+    cipher: Cipher,
+    mode: Mode,
+    encap: Encap,
+    tunnel: Option<(IpAddr, IpAddr)>,
+    crypto: SaCrypto,
+    /// Next sequence number to use; starts at 1 (RFC 4303 §3.3.3).
+    next_seq: AtomicU64,
+    bytes: AtomicU64,
+    soft_packets: AtomicU64,
+    soft_bytes: AtomicU64,
+}
+
+impl fmt::Debug for OutboundSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundSa")
+            .field("spi", &format_args!("{:#010x}", self.spi))
+            .field("cipher", &self.cipher)
+            .field("mode", &self.mode)
+            .field("encap", &self.encap)
+            .field("tunnel", &self.tunnel)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboundSa {
+    /// Builds an SA with the default backend. Tunnel mode needs outer
+    /// addresses of one family; transport mode must have none.
+    pub fn new(
+        spi: u32,
+        cipher: Cipher,
+        key: SaKey,
+        mode: Mode,
+        encap: Encap,
+        tunnel: Option<(IpAddr, IpAddr)>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_backend(Backend::default(), spi, cipher, key, mode, encap, tunnel)
+    }
+
+    /// Like [`Self::new`] with an explicit AEAD backend.
+    pub fn with_backend(
+        backend: Backend,
+        spi: u32,
+        cipher: Cipher,
+        key: SaKey,
+        mode: Mode,
+        encap: Encap,
+        tunnel: Option<(IpAddr, IpAddr)>,
+    ) -> Result<Self, ConfigError> {
+        if spi < 256 {
+            return Err(ConfigError::ReservedSpi(spi));
+        }
+        key.check_for(cipher)?;
+        match (mode, tunnel) {
+            (Mode::Transport, None) => {}
+            (Mode::Tunnel, Some((IpAddr::V4(_), IpAddr::V4(_))))
+            | (Mode::Tunnel, Some((IpAddr::V6(_), IpAddr::V6(_)))) => {}
+            _ => return Err(ConfigError::TunnelEndpoints),
+        }
+        let aead =
+            aead::new_aead(backend, cipher, key.aes_key()).map_err(|_| ConfigError::KeyLength {
+                expected: cipher.material_len(),
+                got: key.len(),
+            })?;
+        Ok(OutboundSa {
+            spi,
+            cipher,
+            mode,
+            encap,
+            tunnel,
+            crypto: SaCrypto::new(spi, cipher, key.salt(), aead),
+            next_seq: AtomicU64::new(1),
+            bytes: AtomicU64::new(0),
+            soft_packets: AtomicU64::new(DEFAULT_SOFT_PACKETS),
+            soft_bytes: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Starts the sequence counter at `seq` instead of 1 (debug CLI, tests
+    /// of ESN high bits). Only before the first packet makes sense.
+    pub fn with_next_seq(self, seq: u64) -> Result<Self, ConfigError> {
+        if seq == 0 {
+            return Err(ConfigError::ZeroSequence);
+        }
+        self.next_seq.store(seq, Ordering::Relaxed);
+        Ok(self)
+    }
+
+    /// Sets the soft limits behind [`Self::needs_rekey`].
+    pub fn set_soft_limits(&self, packets: u64, bytes: u64) {
+        self.soft_packets.store(packets, Ordering::Relaxed);
+        self.soft_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// SPI.
+    pub fn spi(&self) -> u32 {
+        self.spi
+    }
+
+    /// Cipher.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
+    }
+
+    /// Packets sealed so far.
+    pub fn packets_sent(&self) -> u64 {
+        self.next_seq.load(Ordering::Relaxed).saturating_sub(1)
+    }
+
+    /// Plaintext bytes sealed so far (the protected payload, before padding).
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether a soft packet or byte limit was reached: replace the SA soon.
+    pub fn needs_rekey(&self) -> bool {
+        self.packets_sent() >= self.soft_packets.load(Ordering::Relaxed)
+            || self.bytes_sent() >= self.soft_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes the next sequence number; refuses rather than wrap (DESIGN.md
+    /// invariant 1: a nonce is never reused).
+    fn take_seq(&self) -> Result<u64, SealError> {
+        self.next_seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1))
+            .map_err(|_| SealError::SequenceExhausted)
+    }
+
+    /// Seals the plaintext IP packet at `buf[pkt]` in place and returns the
+    /// range of the resulting ESP (or ESP-in-UDP) IP packet. The caller
+    /// leaves [`crate::HEADROOM`] bytes before and [`crate::TAILROOM`] after.
+    pub fn seal(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, SealError> {
+        let packet = buf.get(pkt.clone()).ok_or(SealError::Truncated)?;
+        let ip = IpLayout::parse(packet)?;
+        match self.mode {
+            Mode::Transport => self.seal_transport(buf, pkt.start, &ip),
+            Mode::Tunnel => self.seal_tunnel(buf, pkt.start, &ip),
+        }
+    }
+
+    /// Transport mode: the IP header (with IPv6 extension headers up to the
+    /// upper layer) moves left to make room for UDP + ESP header + IV; the
+    /// payload stays where it is.
+    fn seal_transport(
+        &self,
+        buf: &mut [u8],
+        start: usize,
+        ip: &IpLayout,
+    ) -> Result<Range<usize>, SealError> {
+        let hdr_len = ip.upper_offset;
+        let shift = self.encap.header_len() + ESP_HEADER_LEN + IV_LEN;
+        let new_start = start.checked_sub(shift).ok_or(SealError::NoHeadroom)?;
+        let payload = start + hdr_len..start + ip.total_len;
+        let end = self.check_room(buf, new_start, &payload, ip.family)?;
+        let seq = self.take_seq()?;
+        buf.copy_within(start..start + hdr_len, new_start);
+        let esp_at = new_start + hdr_len + self.encap.header_len();
+        let ct_end = self.protect(buf, esp_at, payload, ip.protocol, seq)?;
+        self.finish_headers(buf, new_start, ip.family, ip.next_header_at, esp_at, end)?;
+        self.count(ct_end - esp_at);
+        Ok(new_start..end)
+    }
+
+    /// Tunnel mode: a new outer header goes in front of the whole packet.
+    fn seal_tunnel(
+        &self,
+        buf: &mut [u8],
+        start: usize,
+        ip: &IpLayout,
+    ) -> Result<Range<usize>, SealError> {
+        let Some((src, dst)) = self.tunnel else {
+            return Err(SealError::Malformed);
+        };
+        let outer = match src {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        };
+        let outer_len = outer.header_len();
+        let shift = outer_len + self.encap.header_len() + ESP_HEADER_LEN + IV_LEN;
+        let new_start = start.checked_sub(shift).ok_or(SealError::NoHeadroom)?;
+        let payload = start..start + ip.total_len;
+        let end = self.check_room(buf, new_start, &payload, outer)?;
+        let seq = self.take_seq()?;
+        let tos = traffic_class(&buf[start..], ip.family);
+        write_outer(&mut buf[new_start..], src, dst, tos);
+        let esp_at = new_start + outer_len + self.encap.header_len();
+        let next_header = ip.family.ip_protocol();
+        let ct_end = self.protect(buf, esp_at, payload, next_header, seq)?;
+        let nh_at = match outer {
+            Family::V4 => 9,
+            Family::V6 => 6,
+        };
+        self.finish_headers(buf, new_start, outer, nh_at, esp_at, end)?;
+        self.count(ct_end - esp_at);
+        Ok(new_start..end)
+    }
+
+    /// Checks tail room and the 16-bit length limit; returns the end of the
+    /// sealed packet.
+    fn check_room(
+        &self,
+        buf: &[u8],
+        new_start: usize,
+        payload: &Range<usize>,
+        family: Family,
+    ) -> Result<usize, SealError> {
+        let trailer = esp::pad_len(payload.len()) + 2;
+        let end = payload.end + trailer + ICV_LEN;
+        if end > buf.len() {
+            return Err(SealError::NoTailroom);
+        }
+        let limit = match family {
+            Family::V4 => 0xffff,
+            Family::V6 => 0xffff + ipv6::HEADER_LEN,
+        };
+        if end - new_start > limit {
+            return Err(SealError::TooLarge);
+        }
+        Ok(end)
+    }
+
+    /// Writes ESP header, IV and trailer around `payload`, then encrypts
+    /// (or authenticates) it. Returns the end of the ciphertext.
+    fn protect(
+        &self,
+        buf: &mut [u8],
+        esp_at: usize,
+        payload: Range<usize>,
+        next_header: u8,
+        seq: u64,
+    ) -> Result<usize, SealError> {
+        let pad = esp::pad_len(payload.len());
+        let mut at = payload.end;
+        for i in 1..=pad {
+            buf[at] = i as u8; // RFC 4303 §2.4 default padding 1, 2, 3, ...
+            at += 1;
+        }
+        buf[at] = pad as u8;
+        buf[at + 1] = next_header;
+        let ct_end = at + 2;
+        esp::Packet::new_unchecked(&mut buf[esp_at..]).set_header(self.spi, seq);
+        self.crypto
+            .seal(buf, esp_at, ct_end, seq)
+            .map_err(|_| SealError::Crypto)?;
+        Ok(ct_end)
+    }
+
+    /// Sets the protocol / next header to ESP or UDP, writes the UDP
+    /// header, and fixes lengths and checksums.
+    fn finish_headers(
+        &self,
+        buf: &mut [u8],
+        start: usize,
+        family: Family,
+        next_header_at: usize,
+        esp_at: usize,
+        end: usize,
+    ) -> Result<(), SealError> {
+        let proto = match self.encap {
+            Encap::None => ip_proto::ESP,
+            Encap::Udp { .. } => ip_proto::UDP,
+        };
+        buf[start + next_header_at] = proto;
+        fix_lengths(&mut buf[start..end], family, end - start);
+        if let Encap::Udp { sport, dport } = self.encap {
+            let udp_at = esp_at - udp::HEADER_LEN;
+            let mut u = udp::Packet::new_unchecked(&mut buf[udp_at..end]);
+            u.set_src_port(sport);
+            u.set_dst_port(dport);
+            u.set_len((end - udp_at) as u16);
+            u.set_checksum(0);
+            // RFC 3948 §2.1: zero checksum over IPv4. IPv6 requires one
+            // (RFC 8200 §8.1), so compute it there.
+            if family == Family::V6 {
+                let c = udp_checksum_v6(&buf[start..end], udp_at - start);
+                udp::Packet::new_unchecked(&mut buf[udp_at..end]).set_checksum(c);
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, protected_len: usize) {
+        self.bytes
+            .fetch_add(protected_len as u64, Ordering::Relaxed);
+    }
+}
+
+/// DSCP/ECN (IPv4) or traffic class (IPv6) of the inner packet, copied to
+/// the outer header (RFC 4301 §5.1.2.1, ECN normal mode per RFC 6040).
+fn traffic_class(packet: &[u8], family: Family) -> u8 {
+    match family {
+        Family::V4 => ipv4::Packet::new_unchecked(packet).dscp_ecn(),
+        Family::V6 => ipv6::Packet::new_unchecked(packet).traffic_class(),
+    }
+}
+
+/// Writes a tunnel-mode outer header (lengths and checksum come later).
+fn write_outer(buf: &mut [u8], src: IpAddr, dst: IpAddr, tos: u8) {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = ipv4::Packet::new_unchecked(buf);
+            p.set_version_and_header_len(ipv4::HEADER_LEN);
+            p.set_dscp_ecn(tos);
+            p.set_ident(0);
+            // DF set: the datapath sizes the inner MTU so the outer packet
+            // fits; RFC 6864 lets atomic datagrams carry ID 0.
+            p.set_dont_frag_only(true);
+            p.set_ttl(OUTER_TTL);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = ipv6::Packet::new_unchecked(buf);
+            p.set_version_tc(tos);
+            p.set_hop_limit(OUTER_TTL);
+            p.set_src_addr(s);
+            p.set_dst_addr(d);
+        }
+        // Mixed families are refused when the SA is built.
+        _ => {}
+    }
+}
+
+/// UDP checksum over IPv6 for the datagram at `udp_at` within `packet`.
+fn udp_checksum_v6(packet: &[u8], udp_at: usize) -> u16 {
+    let ip = ipv6::Packet::new_unchecked(packet);
+    let dgram = &packet[udp_at..];
+    let sum = checksum::pseudo_v6(
+        ip.src_addr(),
+        ip.dst_addr(),
+        ip_proto::UDP,
+        dgram.len() as u32,
+    );
+    match !checksum::fold(checksum::accumulate(sum, dgram)) {
+        0 => 0xffff,
+        c => c,
+    }
+}
