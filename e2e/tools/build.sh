@@ -89,7 +89,7 @@ build_plain() {
   (
     cd "$dir"
     [ -f go.mod ] || go mod init "meshsec.local/$name" >/dev/null 2>&1
-    go get "$mod@$ver" && go build -ldflags "$ld" -o "$BIN/$name" "$pkg"
+    go get "$pkg@$ver" && go build -ldflags "$ld" -o "$BIN/$name" "$pkg"
   ) >"$LOGS/$name.log" 2>&1 || die "building $name failed (log: $LOGS/$name.log)"
   stamp "$name" "$ver"
 }
