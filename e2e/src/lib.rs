@@ -1,1 +1,3 @@
 //! Shared helpers for meshsec end-to-end tests.
+
+pub mod topology;

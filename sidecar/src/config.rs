@@ -1,0 +1,387 @@
+//! The sidecar's configuration: the single entry point for both static mode
+//! (`run --config <file>`) and the Kubernetes agent, which builds the same
+//! [`Config`] from the API.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::cidr::Cidr;
+
+/// Everything the datapath needs to run on one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (24 bits, unique among members; part of every SPI).
+    pub node_id: u32,
+    /// This node's underlay address (tunnel-mode outer source).
+    pub endpoint: IpAddr,
+    /// Pod prefixes routed to this node.
+    pub pod_cidrs: Vec<Cidr>,
+    /// File holding this node's X25519 private key (64 hex characters).
+    pub private_key_file: PathBuf,
+    /// File holding the epoch's 32-byte pre-shared key (64 hex characters).
+    pub psk_file: PathBuf,
+    /// Key epoch (selects the PSK; 2 bits of it go into the SPI).
+    #[serde(default = "default_epoch")]
+    pub epoch: u64,
+    /// Key generation of this node at the first start. Static mode bumps it
+    /// on every start through `stateFile` so a restart never reuses a key.
+    #[serde(default)]
+    pub generation: u32,
+    /// Where the last used generation is persisted; it is bumped before
+    /// every start and every rekey.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
+    /// Tunnel identity mixed into the key schedule.
+    #[serde(default = "default_tunnel_uid")]
+    pub tunnel_uid: String,
+    #[serde(default)]
+    pub tunnel: TunnelOptions,
+    pub peers: Vec<Peer>,
+    #[serde(default)]
+    pub datapath: DatapathOptions,
+    #[serde(default)]
+    pub metrics: MetricsOptions,
+}
+
+/// A remote member node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Peer {
+    pub node_id: u32,
+    pub endpoint: IpAddr,
+    pub pod_cidrs: Vec<Cidr>,
+    /// The peer's X25519 public key (64 hex characters).
+    pub public_key: String,
+    /// The peer's generation at least (its SPI carries the low 6 bits of the
+    /// current one; the receiver infers the rest from this base).
+    #[serde(default)]
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Transport,
+    Tunnel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cipher {
+    #[default]
+    Aes128gcm,
+    Aes256gcm,
+    Aes128gmac,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    /// ESP in UDP (RFC 3948), port `udpPort`.
+    #[default]
+    Udp,
+    /// Raw ESP, IP protocol 50.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TunnelOptions {
+    pub mode: Mode,
+    pub cipher: Cipher,
+    pub encap: Encap,
+    pub udp_port: u16,
+    pub replay_window: u32,
+    /// Underlay MTU; encrypted packets never exceed it.
+    pub mtu: u16,
+    /// Drop unencrypted packets arriving from member pod prefixes.
+    pub strict: bool,
+    /// Rekey after this many packets per SA (soft limit, far below 2^64).
+    pub rekey_after_packets: u64,
+    /// Rekey after this many bytes per SA.
+    pub rekey_after_bytes: u64,
+}
+
+impl Default for TunnelOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Transport,
+            cipher: Cipher::Aes128gcm,
+            encap: Encap::Udp,
+            udp_port: 4500,
+            replay_window: 1024,
+            mtu: 1500,
+            strict: false,
+            rekey_after_packets: 1 << 40,
+            rekey_after_bytes: 1 << 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DatapathOptions {
+    /// TUN device name.
+    pub device: String,
+    /// TUN queues / worker threads; 0 = one per CPU.
+    pub queues: usize,
+    /// Routing table for remote member pod prefixes (plaintext to encrypt).
+    pub remote_table: u32,
+    /// Routing table for local pod prefixes (ciphertext to decrypt).
+    pub local_table: u32,
+    /// First policy rule priority; the sidecar uses this and the next 9.
+    pub rule_priority: u32,
+    /// Metric of the fail-closed blackhole routes (above the TUN routes).
+    pub blackhole_metric: u32,
+}
+
+impl Default for DatapathOptions {
+    fn default() -> Self {
+        Self {
+            device: "meshsec0".into(),
+            queues: 0,
+            remote_table: 2480,
+            local_table: 2481,
+            rule_priority: 100,
+            blackhole_metric: 4000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetricsOptions {
+    /// Address for `/metrics` and `/healthz`; absent = not served.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9480))),
+        }
+    }
+}
+
+fn default_epoch() -> u64 {
+    1
+}
+
+fn default_state_file() -> PathBuf {
+    "/var/lib/meshsec/generation".into()
+}
+
+fn default_tunnel_uid() -> String {
+    "static".into()
+}
+
+/// A configuration that cannot run, with the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Largest node id that fits the SPI (24 bits).
+pub const MAX_NODE_ID: u32 = (1 << 24) - 1;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Config = serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: ranges, uniqueness, overlaps.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_node_id("nodeId", self.node_id)?;
+        if self.pod_cidrs.is_empty() {
+            return Err(invalid("podCidrs", "at least one pod prefix is required"));
+        }
+        let t = &self.tunnel;
+        if !(64..=8192).contains(&t.replay_window) {
+            return Err(invalid("tunnel.replayWindow", "must be within 64..=8192"));
+        }
+        if !(1280..=9000).contains(&t.mtu) {
+            return Err(invalid("tunnel.mtu", "must be within 1280..=9000"));
+        }
+        if t.udp_port == 0 {
+            return Err(invalid("tunnel.udpPort", "must not be 0"));
+        }
+        if t.rekey_after_packets == 0 || t.rekey_after_bytes == 0 {
+            return Err(invalid("tunnel.rekeyAfter*", "limits must be positive"));
+        }
+        let d = &self.datapath;
+        if d.device.is_empty() || d.device.len() > 15 {
+            return Err(invalid(
+                "datapath.device",
+                "interface names are 1..=15 bytes",
+            ));
+        }
+        if d.remote_table == d.local_table
+            || [d.remote_table, d.local_table]
+                .iter()
+                .any(|t| [0, 253, 254, 255].contains(t))
+        {
+            return Err(invalid(
+                "datapath.remoteTable/localTable",
+                "must differ from each other and from the kernel's tables 0, 253, 254, 255",
+            ));
+        }
+        if d.rule_priority == 0 || d.rule_priority + 10 >= 32766 {
+            return Err(invalid("datapath.rulePriority", "must be within 1..32756"));
+        }
+        self.validate_peers()
+    }
+
+    fn validate_peers(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::from([self.node_id]);
+        let mut all: Vec<(Cidr, String)> = self
+            .pod_cidrs
+            .iter()
+            .map(|c| (*c, "podCidrs".to_string()))
+            .collect();
+        for (i, p) in self.peers.iter().enumerate() {
+            let field = format!("peers[{i}]");
+            check_node_id(&format!("{field}.nodeId"), p.node_id)?;
+            if !ids.insert(p.node_id) {
+                return Err(invalid(
+                    format!("{field}.nodeId"),
+                    format!("node id {} is used twice", p.node_id),
+                ));
+            }
+            if p.pod_cidrs.is_empty() {
+                return Err(invalid(
+                    format!("{field}.podCidrs"),
+                    "at least one pod prefix is required",
+                ));
+            }
+            crate::keys::parse_public_key(&p.public_key)
+                .map_err(|e| invalid(format!("{field}.publicKey"), e.to_string()))?;
+            if self.tunnel.mode == Mode::Tunnel && p.endpoint.is_ipv4() != self.endpoint.is_ipv4() {
+                return Err(invalid(
+                    format!("{field}.endpoint"),
+                    "tunnel mode needs endpoints of one address family",
+                ));
+            }
+            for c in &p.pod_cidrs {
+                all.push((*c, format!("{field}.podCidrs")));
+            }
+        }
+        for (i, (a, fa)) in all.iter().enumerate() {
+            if let Some((b, fb)) = all[i + 1..].iter().find(|(b, _)| a.overlaps(b)) {
+                return Err(invalid(fb.clone(), format!("{b} overlaps {a} in {fa}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rule priorities in use: `rule_priority .. rule_priority + 10`.
+    pub fn rule_priorities(&self) -> std::ops::Range<u32> {
+        self.datapath.rule_priority..self.datapath.rule_priority + 10
+    }
+}
+
+fn check_node_id(field: &str, id: u32) -> Result<(), ConfigError> {
+    if id == 0 || id > MAX_NODE_ID {
+        return Err(invalid(
+            field,
+            format!("node id {id} is outside 1..={MAX_NODE_ID}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PK: &str = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
+
+    fn base() -> String {
+        format!(
+            "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\nprivateKeyFile: /k\npskFile: /p\n\
+             peers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  podCidrs: [10.244.2.0/24, fd00:2::/64]\n  publicKey: {PK}\n"
+        )
+    }
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        let c: Config = serde_norway::from_str(s).map_err(|source| ConfigError::Parse {
+            path: "t".into(),
+            source,
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn test_parse_minimal_with_defaults() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.tunnel.mode, Mode::Transport);
+        assert_eq!(c.tunnel.encap, Encap::Udp);
+        assert_eq!(c.tunnel.udp_port, 4500);
+        assert_eq!(c.datapath.device, "meshsec0");
+        assert_eq!(c.peers[0].pod_cidrs.len(), 2);
+    }
+
+    #[test]
+    fn test_parse_tunnel_options() {
+        let s = base()
+            + "tunnel:\n  mode: tunnel\n  cipher: aes256gcm\n  encap: none\n  strict: true\n";
+        let c = parse(&s).unwrap();
+        assert_eq!(c.tunnel.mode, Mode::Tunnel);
+        assert_eq!(c.tunnel.cipher, Cipher::Aes256gcm);
+        assert_eq!(c.tunnel.encap, Encap::None);
+        assert!(c.tunnel.strict);
+    }
+
+    fn err(s: &str) -> String {
+        parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn test_rejects_unknown_field() {
+        assert!(err(&(base() + "bogus: 1\n")).contains("bogus"));
+    }
+
+    #[test]
+    fn test_rejects_bad_values() {
+        assert!(err(&base().replace("nodeId: 1", "nodeId: 0")).contains("nodeId"));
+        assert!(err(&base().replace("nodeId: 2", "nodeId: 1")).contains("used twice"));
+        assert!(err(&base().replace("10.244.2.0/24", "10.244.1.128/25")).contains("overlaps"));
+        assert!(err(&base().replace(PK, "abcd")).contains("publicKey"));
+        assert!(err(&(base() + "tunnel:\n  replayWindow: 10\n")).contains("replayWindow"));
+        assert!(err(&(base() + "tunnel:\n  mtu: 100\n")).contains("mtu"));
+        assert!(err(&(base() + "tunnel:\n  cipher: des\n")).contains("des"));
+        assert!(err(&base().replace("10.244.2.0/24", "10.244.2.1/24")).contains("host bits"));
+    }
+}

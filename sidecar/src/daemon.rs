@@ -1,0 +1,108 @@
+//! `run`: bring the datapath up fail-closed, serve metrics, rekey when asked,
+//! and tear everything down on SIGTERM/SIGINT.
+//!
+//! Order matters for fail-closed: blackholes and rules first (traffic is
+//! dropped, never sent in clear), then the TUN and its routes, then workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::datapath::Datapath;
+use crate::metrics::Metrics;
+use crate::netlink::{Netlink, Scope, plan::plan};
+use crate::{generation, keys, tun};
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(cfg))
+}
+
+fn scope(cfg: &Config) -> Scope {
+    Scope {
+        priorities: cfg.rule_priorities(),
+        tables: [cfg.datapath.remote_table, cfg.datapath.local_table],
+    }
+}
+
+async fn run_async(cfg: Config) -> anyhow::Result<()> {
+    let keypair = keys::read_private_key(&cfg.private_key_file)?;
+    let psk = keys::read_psk(&cfg.psk_file)?;
+    let nl = Netlink::connect()?;
+    let scope = scope(&cfg);
+    nl.reconcile(&plan(&cfg, false), &scope, None)
+        .await
+        .context("installing fail-closed routes")?;
+
+    let generation = generation::next(&cfg.state_file, cfg.generation)?;
+    let metrics = Arc::new(Metrics::new());
+    let dp = Datapath::new(&cfg, keypair, psk, generation, metrics.clone())?;
+    let queues = match cfg.datapath.queues {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let devices = tun::open(&cfg.datapath.device, cfg.tunnel.mtu, queues)?;
+    let index = nl.ifindex(&cfg.datapath.device).await?;
+    let workers = dp
+        .spawn(devices, cfg.tunnel.mtu, cfg.tunnel.strict)
+        .context("starting workers")?;
+    nl.reconcile(&plan(&cfg, true), &scope, Some(index))
+        .await
+        .context("routing into the TUN")?;
+    metrics.ready.set(1);
+    info!(
+        node = cfg.node_id,
+        generation,
+        queues = workers,
+        peers = cfg.peers.len(),
+        "datapath up"
+    );
+
+    if let Some(addr) = cfg.metrics.listen {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(addr, m).await {
+                warn!(%addr, error = %e, "metrics server stopped");
+            }
+        });
+    }
+    wait_and_rekey(&cfg, &dp).await?;
+
+    metrics.ready.set(0);
+    info!("shutting down: removing routes and rules");
+    nl.remove_all(&scope)
+        .await
+        .context("removing routes and rules")?;
+    // Workers block in TUN reads; exiting the process closes the queues and
+    // the kernel removes the device.
+    std::process::exit(0)
+}
+
+/// Runs until SIGTERM/SIGINT; meanwhile installs a fresh generation whenever
+/// a worker reports an outbound SA near its limits.
+async fn wait_and_rekey(cfg: &Config, dp: &Datapath) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = tick.tick() => {
+                if dp.take_rekey_request() {
+                    let generation = generation::next(&cfg.state_file, cfg.generation)?;
+                    dp.rekey(generation)?;
+                    info!(generation, "rekeyed outbound SAs");
+                }
+            }
+        }
+    }
+}

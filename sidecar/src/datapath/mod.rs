@@ -1,0 +1,93 @@
+//! The userspace ESP datapath: shared state (peers, SAs, counters) and the
+//! worker threads, one per TUN queue. The ESP work itself is meshsec-esp's;
+//! this layer picks the SA, enforces policy (strict, anti-spoofing, MTU) and
+//! moves packets (boringtun's device/core split).
+
+mod keying;
+pub mod packet;
+mod peers;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use meshsec_esp::key_schedule::KeyPair;
+use tracing::error;
+use tun_rs::SyncDevice;
+
+use crate::config::Config;
+use crate::keys::Psk;
+use crate::metrics::Metrics;
+pub use keying::KeyingError;
+use peers::PeerTable;
+
+/// State shared by all workers.
+#[derive(Debug)]
+pub struct Shared {
+    pub peers: PeerTable,
+    pub metrics: Arc<Metrics>,
+    /// Counters for packets no peer can be blamed for.
+    pub unattributed: crate::metrics::Counters,
+    rekey_requested: AtomicBool,
+}
+
+impl Shared {
+    /// Called by a worker when an outbound SA passed its soft limit.
+    pub fn request_rekey(&self) {
+        self.rekey_requested.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Datapath {
+    shared: Arc<Shared>,
+}
+
+impl Datapath {
+    pub fn new(
+        cfg: &Config,
+        keypair: KeyPair,
+        psk: Psk,
+        generation: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KeyingError> {
+        let peers = PeerTable::new(cfg, keypair, psk, generation, &metrics)?;
+        let unattributed = metrics.peer("none");
+        let shared = Shared {
+            peers,
+            metrics,
+            unattributed,
+            rekey_requested: AtomicBool::new(false),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Starts one worker per TUN queue; returns how many.
+    pub fn spawn(&self, queues: Vec<SyncDevice>, mtu: u16, strict: bool) -> std::io::Result<usize> {
+        let n = queues.len();
+        for (i, dev) in queues.into_iter().enumerate() {
+            let shared = self.shared.clone();
+            std::thread::Builder::new()
+                .name(format!("meshsec-q{i}"))
+                .spawn(move || {
+                    if let Err(e) = worker::Worker::new(shared, dev, mtu, strict).run() {
+                        error!(queue = i, error = %e, "datapath worker stopped");
+                    }
+                })?;
+        }
+        Ok(n)
+    }
+
+    pub fn take_rekey_request(&self) -> bool {
+        self.shared.rekey_requested.swap(false, Ordering::Relaxed)
+    }
+
+    /// Installs fresh outbound SAs for all peers under `generation`.
+    pub fn rekey(&self, generation: u32) -> Result<(), KeyingError> {
+        self.shared.peers.rekey_outbound(generation)?;
+        self.shared.metrics.rekeys.inc();
+        Ok(())
+    }
+}

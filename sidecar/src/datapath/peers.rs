@@ -1,0 +1,181 @@
+//! Peers and their SAs: longest-prefix lookup from a pod address to a peer,
+//! node id to peer, one outbound SA per peer (swapped on rekey) and a few
+//! inbound SAs per peer, derived lazily from the SPI of the first packet
+//! that authenticates under them.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use meshsec_esp::key_schedule::KeyPair;
+use meshsec_esp::{InboundSa, OpenError, OutboundSa};
+
+use super::keying::{Keying, KeyingError, PeerKeys};
+use crate::cidr::{Cidr, LpmTable};
+use crate::config::Config;
+use crate::keys::Psk;
+use crate::metrics::{Counters, Metrics};
+
+/// Inbound SAs kept per peer: the current generation plus the previous ones
+/// still in flight after a peer restart or rekey.
+const INBOUND_PER_PEER: usize = 3;
+
+#[derive(Debug)]
+pub struct Peer {
+    pub node_id: u32,
+    pub pod_cidrs: Vec<Cidr>,
+    pub counters: Counters,
+    keys: PeerKeys,
+    outbound: RwLock<Arc<OutboundSa>>,
+    inbound: RwLock<Vec<(u32, Arc<InboundSa>)>>,
+    /// Highest generation of this peer seen authenticated.
+    known_generation: AtomicU32,
+}
+
+impl Peer {
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        self.pod_cidrs.iter().any(|c| c.contains(ip))
+    }
+
+    pub fn outbound(&self) -> Arc<OutboundSa> {
+        match self.outbound.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn cached_inbound(&self, spi: u32) -> Option<Arc<InboundSa>> {
+        let list = self.inbound.read().unwrap_or_else(|p| p.into_inner());
+        list.iter()
+            .find(|(s, _)| *s == spi)
+            .map(|(_, sa)| sa.clone())
+    }
+}
+
+#[derive(Debug)]
+pub struct PeerTable {
+    pub keying: Keying,
+    pub peers: Vec<Peer>,
+    by_prefix: LpmTable<usize>,
+    by_node: HashMap<u32, usize>,
+    pub local: Vec<Cidr>,
+}
+
+impl PeerTable {
+    pub fn new(
+        cfg: &Config,
+        keypair: KeyPair,
+        psk: Psk,
+        generation: u32,
+        metrics: &Metrics,
+    ) -> Result<Self, KeyingError> {
+        let keying = Keying::new(cfg, keypair, psk);
+        let mut peers = Vec::with_capacity(cfg.peers.len());
+        let mut by_prefix = LpmTable::default();
+        let mut by_node = HashMap::new();
+        for (i, p) in cfg.peers.iter().enumerate() {
+            let keys = keying.peer(p)?;
+            let outbound = keying.outbound(&keys, generation)?;
+            for c in &p.pod_cidrs {
+                by_prefix.insert(*c, i);
+            }
+            by_node.insert(p.node_id, i);
+            peers.push(Peer {
+                node_id: p.node_id,
+                pod_cidrs: p.pod_cidrs.clone(),
+                counters: metrics.peer(&p.node_id.to_string()),
+                known_generation: AtomicU32::new(keys.base_generation),
+                keys,
+                outbound: RwLock::new(Arc::new(outbound)),
+                inbound: RwLock::new(Vec::new()),
+            });
+        }
+        metrics.sas_installed.set(peers.len() as i64);
+        Ok(Self {
+            keying,
+            peers,
+            by_prefix,
+            by_node,
+            local: cfg.pod_cidrs.clone(),
+        })
+    }
+
+    /// The peer whose pod prefix best matches `dst`.
+    pub fn route(&self, dst: IpAddr) -> Option<&Peer> {
+        self.by_prefix.lookup(dst).and_then(|i| self.peers.get(*i))
+    }
+
+    pub fn is_local(&self, ip: IpAddr) -> bool {
+        self.local.iter().any(|c| c.contains(ip))
+    }
+
+    /// Any member pod prefix (strict mode's "from a member" test).
+    pub fn is_member_source(&self, ip: IpAddr) -> bool {
+        self.by_prefix.lookup(ip).is_some()
+    }
+
+    /// The peer an SPI names, if the SPI belongs to our epoch.
+    pub fn peer_for_spi(&self, spi: u32) -> Option<(&Peer, u8)> {
+        let parts = meshsec_esp::spi::decompose(spi);
+        if u64::from(parts.epoch_slot) != self.keying.epoch() % 4 {
+            return None;
+        }
+        let peer = self
+            .by_node
+            .get(&parts.node_id)
+            .and_then(|i| self.peers.get(*i))?;
+        Some((peer, parts.generation_slot))
+    }
+
+    /// Opens `buf[pkt]` with the SA for `spi`, deriving that SA first if this
+    /// is the peer's first packet under a new generation. A derived SA is
+    /// cached only once a packet authenticated under it, so forged SPIs cost
+    /// one key derivation and one failed tag check, and never evict a good SA.
+    pub fn open(
+        &self,
+        peer: &Peer,
+        gen_bits: u8,
+        spi: u32,
+        buf: &mut [u8],
+        pkt: std::ops::Range<usize>,
+    ) -> Result<std::ops::Range<usize>, OpenError> {
+        if let Some(sa) = peer.cached_inbound(spi) {
+            return sa.open(buf, pkt);
+        }
+        let mut list = peer.inbound.write().unwrap_or_else(|p| p.into_inner());
+        // Another worker may have installed it while we waited for the lock.
+        if let Some((_, sa)) = list.iter().find(|(s, _)| *s == spi) {
+            return sa.open(buf, pkt);
+        }
+        let known = peer.known_generation.load(Ordering::Relaxed);
+        let generation = crate::generation::infer(known, gen_bits).ok_or(OpenError::UnknownSpi)?;
+        let sa = self
+            .keying
+            .inbound(&peer.keys, generation)
+            .map_err(|_| OpenError::UnknownSpi)?;
+        let out = sa.open(buf, pkt)?;
+        if list.len() == INBOUND_PER_PEER {
+            list.remove(0);
+        }
+        list.push((spi, Arc::new(sa)));
+        peer.known_generation
+            .fetch_max(generation, Ordering::Relaxed);
+        tracing::info!(
+            peer = peer.node_id,
+            generation,
+            spi = format_args!("{spi:#010x}"),
+            "inbound SA derived"
+        );
+        Ok(out)
+    }
+
+    /// Replaces every outbound SA with one under `generation`.
+    pub fn rekey_outbound(&self, generation: u32) -> Result<(), KeyingError> {
+        for p in &self.peers {
+            let sa = Arc::new(self.keying.outbound(&p.keys, generation)?);
+            *p.outbound.write().unwrap_or_else(|e| e.into_inner()) = sa;
+        }
+        Ok(())
+    }
+}

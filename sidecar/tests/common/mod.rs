@@ -1,0 +1,364 @@
+//! Harness for datapath tests: a topology with a sidecar per node, traffic
+//! helpers that run inside pod namespaces, metrics scraping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+pub mod capture;
+pub mod netns;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use meshsec_e2e::topology::{Guard, Topology};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meshsec-sidecar");
+/// A string that must never appear on the underlay.
+pub const MARKER: &[u8] = b"MESHSEC-PLAINTEXT-MARKER-7f3a";
+
+/// Namespaces, TUNs and CPU are shared: one datapath test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct Mesh {
+    pub topo: Topology,
+    pub dir: tempfile::TempDir,
+    sidecars: Vec<Option<Guard>>,
+    publics: Vec<String>,
+    tunnel: String,
+}
+
+impl Mesh {
+    /// Two nodes, one pod each, sidecars running with `tunnel` (YAML body of
+    /// the `tunnel:` section, already indented by two spaces).
+    pub fn new(tunnel: &str) -> Mesh {
+        let topo = Topology::new(2, 1).expect("topology");
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(BIN)
+            .args([
+                "keygen",
+                "--psk",
+                "--out",
+                dir.path().join("psk").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let publics = (1..=topo.nodes.len())
+            .map(|i| {
+                let key = dir.path().join(format!("node{i}.key"));
+                let out = std::process::Command::new(BIN)
+                    .args(["keygen", "--out", key.to_str().unwrap()])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                String::from_utf8(out.stdout).unwrap().trim().to_string()
+            })
+            .collect();
+        let n = topo.nodes.len();
+        let mut mesh = Mesh {
+            topo,
+            dir,
+            sidecars: (0..n).map(|_| None).collect(),
+            publics,
+            tunnel: tunnel.into(),
+        };
+        for i in 0..n {
+            mesh.write_config(i);
+            mesh.start(i);
+        }
+        mesh
+    }
+
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{}.yaml", i + 1))
+    }
+
+    fn write_config(&self, i: usize) {
+        let me = &self.topo.nodes[i];
+        let d = self.dir.path();
+        let mut y = format!(
+            "nodeId: {}\nendpoint: {}\npodCidrs: [{}, {}]\nprivateKeyFile: {}\npskFile: {}\nstateFile: {}\ntunnel:\n{}\npeers:\n",
+            i + 1,
+            me.underlay4,
+            me.pod_cidr4,
+            me.pod_cidr6,
+            d.join(format!("node{}.key", i + 1)).display(),
+            d.join("psk").display(),
+            d.join(format!("node{}.gen", i + 1)).display(),
+            if self.tunnel.is_empty() {
+                "  mode: transport\n"
+            } else {
+                &self.tunnel
+            },
+        );
+        for (j, p) in self.topo.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            y += &format!(
+                "- nodeId: {}\n  endpoint: {}\n  podCidrs: [{}, {}]\n  publicKey: {}\n",
+                j + 1,
+                p.underlay4,
+                p.pod_cidr4,
+                p.pod_cidr6,
+                self.publics[j]
+            );
+        }
+        std::fs::write(self.config_path(i), y).unwrap();
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let ns = self.topo.nodes[i].ns.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{}.log", i + 1)))
+            .unwrap();
+        let child = Topology::command(
+            &ns,
+            BIN,
+            &["run", "--config", self.config_path(i).to_str().unwrap()],
+        )
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+        self.sidecars[i] = Some(Guard(Some(child)));
+        self.wait_healthy(i);
+    }
+
+    pub fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self
+                .http(i, "/healthz")
+                .is_some_and(|b| b.starts_with("ok"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sidecar {i} not healthy; log:\n{}", self.log(i));
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{}.log", i + 1)))
+            .unwrap_or_default()
+    }
+
+    pub fn sigkill(&mut self, i: usize) {
+        if let Some(mut g) = self.sidecars[i].take() {
+            g.signal_and_wait("KILL");
+        }
+    }
+
+    pub fn sigterm(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.sidecars[i]
+            .take()
+            .and_then(|mut g| g.signal_and_wait("TERM"))
+    }
+
+    pub fn http(&self, i: usize, path: &str) -> Option<String> {
+        let ns = self.topo.nodes[i].ns.clone();
+        let path = path.to_string();
+        netns::in_ns(&ns, move || {
+            let mut s = TcpStream::connect_timeout(
+                &"127.0.0.1:9480".parse().unwrap(),
+                Duration::from_millis(200),
+            )
+            .ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Value of the metric series `series` (name plus labels, exactly as
+    /// exposed), 0 if absent.
+    pub fn metric(&self, i: usize, series: &str) -> u64 {
+        let text = self.http(i, "/metrics").unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .map_or(0, |v| v as u64)
+    }
+
+    pub fn pod_ns(&self, node: usize) -> String {
+        self.topo.nodes[node].pods[0].ns.clone()
+    }
+
+    pub fn pod_ip(&self, node: usize, v6: bool) -> IpAddr {
+        self.topo.pod_ip(node, 0, v6).unwrap()
+    }
+
+    pub fn capture(&self, name: &str) -> capture::Capture {
+        capture::Capture::start(&self.topo.underlay_ns, "br0", self.dir.path(), name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `ping -c count` from `ns` to `dst`; true when every reply came back.
+pub fn ping(ns: &str, dst: IpAddr, count: u32, extra: &[&str]) -> bool {
+    let c = count.to_string();
+    let mut args = vec!["-c", &c, "-i", "0.2", "-W", "1", "-q"];
+    args.extend_from_slice(extra);
+    let d = dst.to_string();
+    args.push(&d);
+    Topology::command(ns, "ping", &args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A TCP echo server in `ns` on `port`, serving one connection.
+pub fn tcp_echo_server(ns: &str, port: u16) -> std::thread::JoinHandle<std::io::Result<u64>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = netns::in_ns(ns, move || {
+        let l = TcpListener::bind(("::", port))?;
+        tx.send(()).ok();
+        let (mut s, _) = l.accept()?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+            s.write_all(&buf[..n])?;
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).expect("server up");
+    h
+}
+
+/// Sends `rounds` messages carrying the marker over TCP from `ns` to
+/// `dst:port` and checks every echo; returns the bytes echoed.
+pub fn tcp_exchange(
+    ns: &str,
+    dst: IpAddr,
+    port: u16,
+    rounds: usize,
+    pause: Duration,
+) -> std::io::Result<u64> {
+    netns::in_ns(ns, move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut msg = MARKER.to_vec();
+        msg.resize(1000, b'.');
+        let mut back = vec![0u8; msg.len()];
+        let mut total = 0;
+        for _ in 0..rounds {
+            s.write_all(&msg)?;
+            s.read_exact(&mut back)?;
+            if back != msg {
+                return Err(std::io::Error::other("echo differs"));
+            }
+            total += back.len() as u64;
+            std::thread::sleep(pause);
+        }
+        Ok(total)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends `bytes` over TCP from `ns` to an echo-less sink; returns when the
+/// server has read them all (the server thread's result).
+pub fn tcp_bulk(client_ns: &str, server_ns: &str, dst: IpAddr, port: u16, bytes: u64) -> u64 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = netns::in_ns(server_ns, move || {
+        let l = TcpListener::bind(("::", port)).unwrap();
+        tx.send(()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n as u64,
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    netns::in_ns(client_ns, move || {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))
+            .unwrap();
+        let mut chunk = MARKER.repeat(64 * 1024 / MARKER.len());
+        chunk.resize(64 * 1024, b'.');
+        let mut sent = 0u64;
+        while sent < bytes {
+            s.write_all(&chunk).unwrap();
+            sent += chunk.len() as u64;
+        }
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap()
+}
+
+/// UDP request/response with the marker: `rounds` datagrams from `ns` to
+/// an echo server started in `server_ns`; returns how many came back.
+pub fn udp_exchange(
+    client_ns: &str,
+    server_ns: &str,
+    dst: IpAddr,
+    port: u16,
+    rounds: usize,
+) -> usize {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = netns::in_ns(server_ns, move || {
+        let s = UdpSocket::bind(("::", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let got = netns::in_ns(client_ns, move || {
+        let bind: SocketAddr = if dst.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let s = UdpSocket::bind(bind).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut ok = 0;
+        let mut buf = [0u8; 2048];
+        for i in 0..rounds {
+            let mut msg = MARKER.to_vec();
+            msg.extend_from_slice(format!("-{i}").as_bytes());
+            s.send_to(&msg, (dst, port)).unwrap();
+            if let Ok(n) = s.recv(&mut buf)
+                && buf[..n] == msg[..]
+            {
+                ok += 1;
+            }
+        }
+        ok
+    })
+    .join()
+    .unwrap();
+    server.join().unwrap();
+    got
+}
