@@ -19,8 +19,8 @@ pub mod validate;
 pub use conditions::{Condition, find_condition, is_condition_true, set_condition};
 pub use mtu::Mtu;
 pub use node::{
-    DatapathCounters, DatapathStatus, EpochPublicKey, IPsecNode, IPsecNodeSpec, IPsecNodeStatus,
-    NodeTunnelState,
+    DatapathCounters, DatapathStatus, EpochPublicKey, EpochUsage, IPsecNode, IPsecNodeSpec,
+    IPsecNodeStatus, NodeTunnelState,
 };
 pub use pubkey::{PublicKeyError, decode_public_key, encode_public_key};
 pub use selector::{NodeSelector, NodeSelectorRequirement, SelectorOperator};

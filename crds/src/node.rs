@@ -119,6 +119,25 @@ pub struct NodeTunnelState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub active_epoch: Option<i64>,
+    /// Traffic on this node's busiest outbound SA of one epoch (the operator rotates when it
+    /// reaches rotation.maxBytes or rotation.maxPackets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<EpochUsage>,
+}
+
+/// Traffic on the busiest outbound SA of one epoch.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochUsage {
+    /// The epoch the counters belong to.
+    #[schemars(range(min = 0))]
+    pub epoch: i64,
+    /// Plaintext bytes sealed with that SA.
+    #[schemars(range(min = 0))]
+    pub bytes: i64,
+    /// Packets sent with that SA.
+    #[schemars(range(min = 0))]
+    pub packets: i64,
 }
 
 /// One published public key.

@@ -59,6 +59,24 @@ pub struct IPsecTunnelStatus {
     #[schemars(length(max = 16384))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub members: Vec<String>,
+
+    /// During a rotation: the member nodes of the next epoch, sorted (the nodes whose
+    /// acknowledgement the current phase waits for). Empty when Stable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16384))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub next_members: Vec<String>,
+
+    /// The last meshsec.io/rotate annotation value a rotation was started for; a different
+    /// value asks for another rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub rotate_request: Option<String>,
+
+    /// A trigger that fired during the rotation in progress and starts another rotation right
+    /// after it (a member left after the next epoch's PSK was issued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_trigger: Option<RotationTrigger>,
 }
 
 /// Make-before-break rotation phase.

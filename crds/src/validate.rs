@@ -356,6 +356,7 @@ mod tests {
                 }],
                 installed_epoch: Some(1),
                 active_epoch: Some(1),
+                usage: None,
             }],
             datapath: None,
         };
