@@ -8,16 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::conditions::Condition;
 
-/// Smallest node id: ids fill the low 24 bits of every SPI, and SPIs below 256
-/// are reserved (RFC 4303), so no id below 256 is ever allocated.
+/// Smallest node id: ids fill the low 24 bits of every SPI, and SPIs below 256 are reserved (RFC 4303), so no id below 256 is ever allocated.
 pub const NODE_ID_MIN: i32 = 256;
 /// Largest node id (24 bits).
 pub const NODE_ID_MAX: i32 = 0xFF_FFFF;
 /// Most public keys a node publishes per tunnel: previous, current, next epoch (+1 spare).
 pub const KEYS_PER_TUNNEL_MAX: usize = 4;
 
-/// IPsecNode describes one node's part in meshsec: written by that node's sidecar, admitted
-/// by the operator. Its name is the Node's name and it is owned by the Node.
+/// IPsecNode describes one node's part in meshsec: written by that node's sidecar, admitted by the operator. Its name is the Node's name and it is owned by the Node.
 // Several printcolumn(...) share `type_ = "string"`: not a duplicate.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -69,16 +67,14 @@ pub struct IPsecNodeSpec {
     #[x_kube(validation = Rule::new("isIP(self)").message("endpoint must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10"))]
     pub endpoint: String,
 
-    /// Pod CIDRs of this node (at most one per IP family plus spares, up to 4), e.g.
-    /// 10.244.1.0/24. Host bits must be zero.
+    /// Pod CIDRs of this node (at most one per IP family plus spares, up to 4), e.g. 10.244.1.0/24. Host bits must be zero.
     #[serde(default, rename = "podCIDRs")]
     #[schemars(length(max = 4), inner(length(max = 49)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c).masked() == cidr(c))").message("podCIDRs entries must be network CIDRs with host bits zero, such as 10.244.1.0/24 or fd00:10:244:1::/64"))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub pod_cidrs: Vec<String>,
 
-    /// Key generation, bumped by the sidecar at every start so keys and SPIs are never reused
-    /// across restarts. Never decreases.
+    /// Key generation, bumped by the sidecar at every start so keys and SPIs are never reused across restarts. Never decreases.
     #[serde(default)]
     #[schemars(range(min = 0))]
     #[x_kube(validation = Rule::new("self >= oldSelf").message("keyGeneration must never decrease: a restart bumps it so old keys are never reused"))]
@@ -119,8 +115,7 @@ pub struct NodeTunnelState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub active_epoch: Option<i64>,
-    /// Traffic on this node's busiest outbound SA of one epoch (the operator rotates when it
-    /// reaches rotation.maxBytes or rotation.maxPackets).
+    /// Traffic on this node's busiest outbound SA of one epoch (the operator rotates when it reaches rotation.maxBytes or rotation.maxPackets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<EpochUsage>,
 }
@@ -219,8 +214,7 @@ pub struct IPsecNodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Node id (24 bits, 256 to 16777215) used in the low bits of SPIs and in key derivation.
-    /// Immutable once allocated.
+    /// Node id (24 bits, 256 to 16777215) used in the low bits of SPIs and in key derivation. Immutable once allocated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 256, max = 16_777_215))]
     pub node_id: Option<i32>,

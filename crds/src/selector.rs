@@ -9,8 +9,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Selects nodes by labels. matchLabels and matchExpressions are ANDed; an empty selector
-/// selects every node.
+/// Selects nodes by labels. matchLabels and matchExpressions are ANDed; an empty selector selects every node.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSelector {
@@ -56,8 +55,7 @@ pub enum SelectorOperator {
 }
 
 impl NodeSelector {
-    /// Whether a node with these labels is selected. Same semantics as a
-    /// Kubernetes label selector (NotIn and DoesNotExist match absent labels).
+    /// Whether a node with these labels is selected. Same semantics as a Kubernetes label selector (NotIn and DoesNotExist match absent labels).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         let labels_ok = self
             .match_labels
@@ -78,8 +76,7 @@ impl NodeSelector {
             && self.match_expressions.as_ref().is_none_or(Vec::is_empty)
     }
 
-    /// The selector in the string syntax of list/watch `labelSelector`
-    /// (`a=b,c in (x,y),!d`); empty for "everything".
+    /// The selector in the string syntax of list/watch `labelSelector` (`a=b,c in (x,y),!d`); empty for "everything".
     pub fn to_query(&self) -> String {
         let labels = self
             .match_labels

@@ -23,8 +23,7 @@ pub const UDP_ENCAP_PORT_DEFAULT: i32 = 4500;
 /// Longest tunnel name: it ends up in label values (63 characters max).
 pub const TUNNEL_NAME_MAX: usize = 63;
 
-/// IPsecTunnel is the cluster-wide encryption policy: it selects the nodes
-/// whose pod-to-pod traffic is protected with IPsec ESP, and how.
+/// IPsecTunnel is the cluster-wide encryption policy: it selects the nodes whose pod-to-pod traffic is protected with IPsec ESP, and how.
 // Several printcolumn(...) share `type_ = "string"`: not a duplicate.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -51,50 +50,40 @@ pub const TUNNEL_NAME_MAX: usize = 63;
 #[x_kube(validation = Rule::new("self.mode != 'Tunnel' || self.cipher != 'AES128GMAC'").message("mode: Tunnel hides pod addresses, which needs encryption; cipher AES128GMAC is integrity-only, use AES128GCM or AES256GCM"))]
 #[serde(rename_all = "camelCase")]
 pub struct IPsecTunnelSpec {
-    /// Which nodes take part, by node labels (matchLabels and matchExpressions are ANDed).
-    /// Empty selects every node. Two tunnels may not select the same node: the later one
-    /// gets a Conflict condition and is not applied to that node.
+    /// Which nodes take part, by node labels (matchLabels and matchExpressions are ANDed). Empty selects every node. Two tunnels may not select the same node: the later one gets a Conflict condition and is not applied to that node.
     #[serde(default)]
     pub node_selector: NodeSelector,
 
-    /// ESP mode. Transport (default) keeps pod IP headers and protects the payload; Tunnel
-    /// wraps each pod packet in a node-to-node packet and hides pod addresses. Immutable.
+    /// ESP mode. Transport (default) keeps pod IP headers and protects the payload; Tunnel wraps each pod packet in a node-to-node packet and hides pod addresses. Immutable.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("mode is immutable: changing it in place would break traffic; create a new IPsecTunnel instead"))]
     pub mode: TunnelMode,
 
-    /// ESP transform: AES128GCM (default), AES256GCM, or AES128GMAC (integrity only, no
-    /// confidentiality: the AH-like option). Immutable: both ends of every SA must agree,
-    /// so a change needs a new IPsecTunnel.
+    /// ESP transform: AES128GCM (default), AES256GCM, or AES128GMAC (integrity only, no confidentiality: the AH-like option). Immutable: both ends of every SA must agree, so a change needs a new IPsecTunnel.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("cipher is immutable: changing it in place would break traffic; create a new IPsecTunnel instead"))]
     pub cipher: Cipher,
 
-    /// How ESP packets travel between nodes: UDP-encapsulated (RFC 3948, default, passes NAT
-    /// and firewalls that drop IP protocol 50) or raw ESP (type None).
+    /// How ESP packets travel between nodes: UDP-encapsulated (RFC 3948, default, passes NAT and firewalls that drop IP protocol 50) or raw ESP (type None).
     #[serde(default)]
     pub encapsulation: Encapsulation,
 
-    /// When keys are rotated. A rotation also happens when a member node leaves the tunnel
-    /// and on demand when the meshsec.io/rotate annotation changes.
+    /// When keys are rotated. A rotation also happens when a member node leaves the tunnel and on demand when the meshsec.io/rotate annotation changes.
     #[serde(default)]
     pub rotation: Rotation,
 
-    /// Anti-replay window in packets (RFC 4303 ESN window): a power of two from 64 to 8192.
-    /// Larger windows tolerate more reordering across datapath queues.
+    /// Anti-replay window in packets (RFC 4303 ESN window): a power of two from 64 to 8192. Larger windows tolerate more reordering across datapath queues.
     #[serde(default = "default_replay_window")]
     #[schemars(range(min = 64, max = 8192))]
     #[x_kube(validation = Rule::new("self in [64, 128, 256, 512, 1024, 2048, 4096, 8192]").message("replayWindow must be a power of two between 64 and 8192 (64, 128, 256, 512, 1024, 2048, 4096 or 8192)"))]
     pub replay_window: i32,
 
-    /// Pod interface MTU: "auto" (default) lowers the node's underlay MTU by the exact ESP
-    /// overhead; an integer from 1280 to 9000 sets it explicitly.
+    /// Pod interface MTU: "auto" (default) lowers the node's underlay MTU by the exact ESP overhead; an integer from 1280 to 9000 sets it explicitly.
     #[serde(default)]
     #[x_kube(validation = Rule::new("type(self) == string ? self == 'auto' : (self >= 1280 && self <= 9000)").message("mtu must be \"auto\" or an integer between 1280 and 9000"))]
     pub mtu: Mtu,
 
-    /// Fail closed in both directions: also drop unencrypted traffic arriving from member
-    /// nodes' pod CIDRs. Outbound traffic to members is always encrypted or dropped.
+    /// Fail closed in both directions: also drop unencrypted traffic arriving from member nodes' pod CIDRs. Outbound traffic to members is always encrypted or dropped.
     #[serde(default)]
     pub strict: bool,
 }
@@ -195,34 +184,29 @@ pub enum EncapsulationType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Rotation {
-    /// Time between key rotations, from 10s to 720h (default 1h). Each epoch has fresh keys,
-    /// so this bounds how much traffic one compromised key exposes.
+    /// Time between key rotations, from 10s to 720h (default 1h). Each epoch has fresh keys, so this bounds how much traffic one compromised key exposes.
     #[serde(default = "default_interval")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{}') && duration(self) >= duration('10s') && duration(self) <= duration('720h')", crate::validate::DURATION_PATTERN)).message("rotation.interval must be a duration such as 1h or 30m, between 10s and 720h"))]
     pub interval: String,
 
-    /// Rotate once any SA of the current epoch has protected this many bytes, from 1Mi
-    /// (1048576) to 2^50 (default 64Gi).
+    /// Rotate once any SA of the current epoch has protected this many bytes, from 1Mi (1048576) to 2^50 (default 64Gi).
     #[serde(default = "default_max_bytes")]
     #[schemars(range(min = 1_048_576, max = 1_125_899_906_842_624_i64))]
     pub max_bytes: i64,
 
-    /// Rotate once any SA of the current epoch has sent this many packets, from 1024 to
-    /// 2^40 (default 2^31). Sequence numbers never wrap: keys change long before.
+    /// Rotate once any SA of the current epoch has sent this many packets, from 1024 to 2^40 (default 2^31). Sequence numbers never wrap: keys change long before.
     #[serde(default = "default_max_packets")]
     #[schemars(range(min = 1024, max = 1_099_511_627_776_i64))]
     pub max_packets: i64,
 
-    /// How long SAs of the previous epoch stay installed after the switch, so packets in
-    /// flight still decrypt: 1s to 10m (default 30s).
+    /// How long SAs of the previous epoch stay installed after the switch, so packets in flight still decrypt: 1s to 10m (default 30s).
     #[serde(default = "default_grace_period")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{}') && duration(self) >= duration('1s') && duration(self) <= duration('10m')", crate::validate::DURATION_PATTERN)).message("rotation.gracePeriod must be a duration such as 30s, between 1s and 10m"))]
     pub grace_period: String,
 
-    /// How long a member node may take to acknowledge a rotation step before it is reported
-    /// (Degraded condition, Event) and cut off from the new epoch: 5s to 1h (default 2m).
+    /// How long a member node may take to acknowledge a rotation step before it is reported (Degraded condition, Event) and cut off from the new epoch: 5s to 1h (default 2m).
     #[serde(default = "default_ack_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(format!("self.matches('{}') && duration(self) >= duration('5s') && duration(self) <= duration('1h')", crate::validate::DURATION_PATTERN)).message("rotation.ackTimeout must be a duration such as 2m, between 5s and 1h"))]

@@ -26,9 +26,7 @@ pub struct IPsecTunnelStatus {
     #[schemars(range(min = 0))]
     pub epoch: i64,
 
-    /// Rotation phase: Stable, Prepare (next epoch's PSK written, nodes publish keys),
-    /// Install (nodes accept both epochs), Switch (nodes send with the next epoch), Retire
-    /// (the old epoch's SAs and keys are deleted after the grace period).
+    /// Rotation phase: Stable, Prepare (next epoch's PSK written, nodes publish keys), Install (nodes accept both epochs), Switch (nodes send with the next epoch), Retire (the old epoch's SAs and keys are deleted after the grace period).
     #[serde(default)]
     pub phase: RotationPhase,
 
@@ -60,21 +58,18 @@ pub struct IPsecTunnelStatus {
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub members: Vec<String>,
 
-    /// During a rotation: the member nodes of the next epoch, sorted (the nodes whose
-    /// acknowledgement the current phase waits for). Empty when Stable.
+    /// During a rotation: the member nodes of the next epoch, sorted (the nodes whose acknowledgement the current phase waits for). Empty when Stable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16384))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub next_members: Vec<String>,
 
-    /// The last meshsec.io/rotate annotation value a rotation was started for; a different
-    /// value asks for another rotation.
+    /// The last meshsec.io/rotate annotation value a rotation was started for; a different value asks for another rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub rotate_request: Option<String>,
 
-    /// A trigger that fired during the rotation in progress and starts another rotation right
-    /// after it (a member left after the next epoch's PSK was issued).
+    /// A trigger that fired during the rotation in progress and starts another rotation right after it (a member left after the next epoch's PSK was issued).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_trigger: Option<RotationTrigger>,
 }
