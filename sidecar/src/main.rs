@@ -9,6 +9,7 @@ mod cidr;
 mod config;
 mod daemon;
 mod datapath;
+mod esp_cli;
 mod generation;
 mod http;
 mod keys;
@@ -43,6 +44,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Seal or open one ESP packet (stdin to stdout), for debugging captures.
+    Esp(esp_cli::EspArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Esp(args) => esp_cli::run(args),
         Command::CheckConfig { config } => {
             config::Config::load(&config)?;
             println!("ok");

@@ -21,8 +21,18 @@ pub(crate) struct IpLayout {
 }
 
 impl IpLayout {
-    /// Parses the IP header(s) at the start of `packet`.
+    /// Parses the IP header(s) at the start of `packet`, walking every IPv6
+    /// extension header (receive side, upper-layer lookups).
     pub fn parse(packet: &[u8]) -> Result<Self, WireError> {
+        Self::parse_with(packet, ipv6::Walk::ToUpperLayer)
+    }
+
+    /// Parses for transport-mode sealing: IPv6 stops where ESP goes.
+    pub fn parse_for_seal(packet: &[u8]) -> Result<Self, WireError> {
+        Self::parse_with(packet, ipv6::Walk::EspInsertion)
+    }
+
+    fn parse_with(packet: &[u8], walk: ipv6::Walk) -> Result<Self, WireError> {
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
                 let p = ipv4::Packet::new_checked(packet)?;
@@ -36,7 +46,7 @@ impl IpLayout {
             }
             Some(6) => {
                 let p = ipv6::Packet::new_checked(packet)?;
-                let ul = p.upper_layer()?;
+                let ul = ipv6::walk(&packet[..p.total_len()], walk)?;
                 Ok(IpLayout {
                     family: Family::V6,
                     next_header_at: ul.next_header_at,

@@ -156,7 +156,7 @@ impl OutboundSa {
     /// leaves [`crate::HEADROOM`] bytes before and [`crate::TAILROOM`] after.
     pub fn seal(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, SealError> {
         let packet = buf.get(pkt.clone()).ok_or(SealError::Truncated)?;
-        let ip = IpLayout::parse(packet)?;
+        let ip = IpLayout::parse_for_seal(packet)?;
         match self.mode {
             Mode::Transport => self.seal_transport(buf, pkt.start, &ip),
             Mode::Tunnel => self.seal_tunnel(buf, pkt.start, &ip),

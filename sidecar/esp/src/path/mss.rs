@@ -41,7 +41,13 @@ pub fn clamp_mss(packet: &mut [u8], mss: u16) -> Result<bool, WireError> {
 fn is_non_first_fragment(packet: &[u8], ip: &IpLayout) -> Result<bool, WireError> {
     Ok(match ip.family {
         Family::V4 => ipv4::Packet::new_checked(packet)?.frag_offset() != 0,
-        Family::V6 => crate::wire::ipv6::walk(&packet[..ip.total_len])?.non_first_fragment,
+        Family::V6 => {
+            crate::wire::ipv6::walk(
+                &packet[..ip.total_len],
+                crate::wire::ipv6::Walk::ToUpperLayer,
+            )?
+            .non_first_fragment
+        }
     })
 }
 

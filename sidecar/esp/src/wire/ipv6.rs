@@ -107,11 +107,24 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ipv6Addr::from(a)
     }
 
-    /// Walks the extension headers that precede ESP in transport mode
-    /// (hop-by-hop, routing, fragment, destination options) and returns where
-    /// the upper layer starts.
+    /// Walks all hop-by-hop, routing, fragment and destination-options
+    /// headers and returns where the upper layer (or ESP) starts.
     pub fn upper_layer(&self) -> Result<UpperLayer, WireError> {
-        walk(&self.buffer.as_ref()[..self.total_len()])
+        walk(
+            &self.buffer.as_ref()[..self.total_len()],
+            Walk::ToUpperLayer,
+        )
+    }
+
+    /// Where transport-mode ESP is inserted: after hop-by-hop, routing, and
+    /// destination options that precede a routing header — the
+    /// "unfragmentable part" as Linux (`ip6_find_1stfragopt`) and scapy cut
+    /// it. A fragment header or later destination options go inside ESP.
+    pub fn esp_insertion(&self) -> Result<UpperLayer, WireError> {
+        walk(
+            &self.buffer.as_ref()[..self.total_len()],
+            Walk::EspInsertion,
+        )
     }
 }
 
@@ -163,10 +176,18 @@ pub struct UpperLayer {
     pub non_first_fragment: bool,
 }
 
-/// Walks `packet` (exactly header + payload) past the extension headers that
-/// belong before ESP. Destination options are kept before ESP too, which
-/// RFC 4303 §3.1.1 permits; the receiver walks the same way.
-pub fn walk(packet: &[u8]) -> Result<UpperLayer, WireError> {
+/// How far [`walk`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Past every hop-by-hop, routing, fragment and destination-options
+    /// header (finds TCP/UDP/ICMPv6, or a received ESP header).
+    ToUpperLayer,
+    /// Only past the headers that stay in front of ESP on the sending side.
+    EspInsertion,
+}
+
+/// Walks `packet` (exactly header + payload) past extension headers.
+pub fn walk(packet: &[u8], mode: Walk) -> Result<UpperLayer, WireError> {
     if packet.len() < HEADER_LEN {
         return Err(WireError::Truncated);
     }
@@ -174,8 +195,20 @@ pub fn walk(packet: &[u8]) -> Result<UpperLayer, WireError> {
     let mut nh = packet[at];
     let mut off = HEADER_LEN;
     let mut non_first_fragment = false;
+    let mut seen_routing = false;
     for _ in 0..=MAX_EXT_HEADERS {
+        let stop = mode == Walk::EspInsertion
+            && (nh == ip_proto::FRAGMENT || (nh == ip_proto::DEST_OPTS && seen_routing));
+        seen_routing |= nh == ip_proto::ROUTING;
         let len = match nh {
+            _ if stop => {
+                return Ok(UpperLayer {
+                    next_header_at: at,
+                    protocol: nh,
+                    offset: off,
+                    non_first_fragment,
+                });
+            }
             ip_proto::HOP_BY_HOP | ip_proto::ROUTING | ip_proto::DEST_OPTS => {
                 if off + 2 > packet.len() {
                     return Err(WireError::Truncated);
@@ -246,11 +279,32 @@ mod tests {
         ext.extend_from_slice(&[44, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         ext.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
         let p = packet_with(&ext, 0, &[0; 20]);
-        let ul = Packet::new_checked(&p[..]).unwrap().upper_layer().unwrap();
+        let v = Packet::new_checked(&p[..]).unwrap();
+        let ul = v.upper_layer().unwrap();
         assert_eq!(ul.protocol, 6);
         assert_eq!(ul.offset, 40 + 32);
         assert_eq!(ul.next_header_at, 40 + 24);
         assert!(!ul.non_first_fragment);
+        // ESP goes in front of the fragment header.
+        let esp = v.esp_insertion().unwrap();
+        assert_eq!(
+            (esp.protocol, esp.offset, esp.next_header_at),
+            (44, 40 + 24, 40 + 8)
+        );
+    }
+
+    #[test]
+    fn test_esp_insertion_dest_opts() {
+        // dest opts (8) -> routing (8) -> dest opts (8) -> UDP: ESP goes
+        // before the second dest opts, as Linux and scapy place it.
+        let ext = [
+            43, 0, 0, 0, 0, 0, 0, 0, 60, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let p = packet_with(&ext, 60, &[0; 8]);
+        let v = Packet::new_checked(&p[..]).unwrap();
+        let esp = v.esp_insertion().unwrap();
+        assert_eq!((esp.protocol, esp.offset), (60, 56));
+        assert_eq!(v.upper_layer().unwrap().offset, 64);
     }
 
     #[test]
