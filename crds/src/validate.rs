@@ -7,10 +7,12 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::node::{IPsecNodeSpec, NODE_ID_MAX, NODE_ID_MIN};
+use crate::node::{IPsecNodeSpec, KEYS_PER_TUNNEL_MAX, NODE_ID_MAX, NODE_ID_MIN};
 use crate::pubkey::decode_public_key;
 use crate::selector::SelectorOperator;
-use crate::tunnel::{Cipher, IPsecTunnelSpec, REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, TunnelMode};
+use crate::tunnel::{
+    Cipher, IPsecTunnelSpec, REPLAY_WINDOW_MAX, REPLAY_WINDOW_MIN, TUNNEL_NAME_MAX, TunnelMode,
+};
 
 /// Go duration syntax as the schema's CEL rules accept it (no sign, no "µs").
 pub const DURATION_PATTERN: &str = "^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$";
@@ -187,11 +189,25 @@ pub fn parse_network_cidr(text: &str) -> Option<(IpAddr, u8)> {
     host_bits_zero.then_some((addr, prefix))
 }
 
+/// The rule on IPsecTunnel metadata.name (it ends up in label values).
+pub fn tunnel_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= TUNNEL_NAME_MAX
+}
+
 /// Every rule of the IPsecNode spec schema, collected.
 pub fn validate_node_spec(spec: &IPsecNodeSpec) -> Result<(), Vec<FieldError>> {
     let mut out = vec![];
     if IpAddr::from_str(&spec.endpoint).is_err() {
         out.push(err("spec.endpoint", "must be an IPv4 or IPv6 address"));
+    }
+    if spec.key_generation < 0 {
+        out.push(err("spec.keyGeneration", "must be 0 or more"));
+    }
+    if spec.pod_cidrs.len() > 4 {
+        out.push(err("spec.podCIDRs", "must have at most 4 items"));
+    }
+    if spec.tunnels.len() > 8 {
+        out.push(err("spec.tunnels", "must have at most 8 items"));
     }
     for (i, cidr) in spec.pod_cidrs.iter().enumerate() {
         if parse_network_cidr(cidr).is_none() {
@@ -202,6 +218,30 @@ pub fn validate_node_spec(spec: &IPsecNodeSpec) -> Result<(), Vec<FieldError>> {
         }
     }
     for (t, tunnel) in spec.tunnels.iter().enumerate() {
+        if !tunnel_name_ok(&tunnel.tunnel) {
+            out.push(err(
+                format!("spec.tunnels[{t}].tunnel"),
+                "must be 1 to 63 characters",
+            ));
+        }
+        if tunnel.public_keys.len() > KEYS_PER_TUNNEL_MAX {
+            out.push(err(
+                format!("spec.tunnels[{t}].publicKeys"),
+                "must have at most 4 items",
+            ));
+        }
+        let epochs = [tunnel.installed_epoch, tunnel.active_epoch];
+        if epochs
+            .iter()
+            .flatten()
+            .chain(tunnel.public_keys.iter().map(|k| &k.epoch))
+            .any(|e| *e < 0)
+        {
+            out.push(err(
+                format!("spec.tunnels[{t}]"),
+                "epochs must be 0 or more",
+            ));
+        }
         for (k, key) in tunnel.public_keys.iter().enumerate() {
             if let Err(e) = decode_public_key(&key.key) {
                 out.push(err(
@@ -374,6 +414,31 @@ mod tests {
                 "spec.tunnels[0].activeEpoch",
             ]
         );
+    }
+
+    #[test]
+    fn node_spec_bounds() {
+        let spec = IPsecNodeSpec {
+            endpoint: "2001:db8::1".into(),
+            key_generation: -1,
+            tunnels: vec![NodeTunnelState {
+                tunnel: String::new(),
+                installed_epoch: Some(-1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(validate_node_spec(&spec)),
+            [
+                "spec.keyGeneration",
+                "spec.tunnels[0].tunnel",
+                "spec.tunnels[0]"
+            ]
+        );
+        assert!(tunnel_name_ok(&"a".repeat(63)));
+        assert!(!tunnel_name_ok(&"a".repeat(64)));
+        assert!(!tunnel_name_ok(""));
     }
 
     #[test]

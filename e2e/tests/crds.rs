@@ -13,6 +13,7 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use meshsec_crds::conditions::{self, condition};
+use meshsec_crds::validate::{tunnel_name_ok, validate_node_spec, validate_tunnel_spec};
 use meshsec_crds::{IPsecNode, IPsecNodeSpec, IPsecTunnel, IPsecTunnelSpec, IPsecTunnelStatus};
 use meshsec_e2e::kube::{
     CRD_NAMES, Cleanup, client, ensure_crds, kubectl, kubectl_raw, kubectl_stdin, repo_root,
@@ -176,6 +177,11 @@ async fn every_example_applies_and_round_trips_through_the_rust_types() {
             other => panic!("unexpected kind {other} in {}", file.display()),
         };
         assert_eq!(back, served, "{} does not round-trip", file.display());
+        assert!(
+            mirror_accepts(&served),
+            "{}: the Rust validation mirror refuses it",
+            file.display()
+        );
         kinds.push(kind);
     }
     assert!(kinds.iter().filter(|k| *k == "IPsecTunnel").count() >= 3);
@@ -190,6 +196,178 @@ fn assert_subset(want: &Value, have: &Value, ctx: &str) {
         }
         _ => assert_eq!(want, have, "{ctx}"),
     }
+}
+
+/// What `meshsec_crds::validate` (the Rust mirror of the schema) says about
+/// an object: it must agree with the API server.
+fn mirror_accepts(doc: &Value) -> bool {
+    match doc["kind"].as_str() {
+        Some("IPsecTunnel") => {
+            tunnel_name_ok(doc["metadata"]["name"].as_str().unwrap_or_default())
+                && serde_json::from_value::<IPsecTunnelSpec>(doc["spec"].clone())
+                    .is_ok_and(|spec| validate_tunnel_spec(&spec).is_ok())
+        }
+        Some("IPsecNode") => serde_json::from_value::<IPsecNodeSpec>(doc["spec"].clone())
+            .is_ok_and(|spec| validate_node_spec(&spec).is_ok()),
+        other => panic!("unexpected kind {other:?}"),
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so a failing case can be
+/// reproduced from the printed index.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn pick<'a>(&mut self, pool: &'a [Value]) -> &'a Value {
+        &pool[(self.next() % pool.len() as u64) as usize]
+    }
+
+    /// Present half the time; when present, drawn from `valid` three times
+    /// in four, so about one spec in five is valid as a whole.
+    fn field(&mut self, valid: &[Value], invalid: &[Value]) -> Option<Value> {
+        match self.next() % 8 {
+            0..=3 => None,
+            4..=6 => Some(self.pick(valid).clone()),
+            _ => Some(self.pick(invalid).clone()),
+        }
+    }
+}
+
+/// Differential test: generated specs mixing valid and invalid field values
+/// are accepted by the API server exactly when the Rust mirror accepts them.
+#[tokio::test]
+async fn server_and_rust_mirror_agree_on_generated_specs() {
+    let client = setup().await;
+    let api = tunnel_api(&client);
+    let v = |items: &[Value]| items.to_vec();
+    type Pools = (&'static str, Vec<Value>, Vec<Value>);
+    let fields: Vec<Pools> = vec![
+        (
+            "/spec/replayWindow",
+            v(&[json!(64), json!(1024), json!(8192)]),
+            v(&[json!(32), json!(96), json!(16384), json!(0)]),
+        ),
+        (
+            "/spec/cipher",
+            v(&[json!("AES128GCM"), json!("AES256GCM"), json!("AES128GMAC")]),
+            v(&[json!("AES192GCM"), json!("aes128gcm")]),
+        ),
+        (
+            "/spec/mode",
+            v(&[json!("Transport"), json!("Tunnel")]),
+            v(&[json!("transport")]),
+        ),
+        (
+            "/spec/rotation/interval",
+            v(&[
+                json!("10s"),
+                json!("720h"),
+                json!("90m"),
+                json!("1h30m"),
+                json!("1.5h"),
+                json!("3600000ms"),
+            ]),
+            v(&[
+                json!("9s"),
+                json!("721h"),
+                json!("-1h"),
+                json!("daily"),
+                json!("0s"),
+                json!("1d"),
+                json!("5"),
+            ]),
+        ),
+        (
+            "/spec/rotation/gracePeriod",
+            v(&[json!("1s"), json!("10m"), json!("30s")]),
+            v(&[json!("999ms"), json!("11m")]),
+        ),
+        (
+            "/spec/rotation/ackTimeout",
+            v(&[json!("5s"), json!("1h")]),
+            v(&[json!("4s"), json!("61m")]),
+        ),
+        (
+            "/spec/rotation/maxBytes",
+            v(&[json!(1_048_576), json!(1_i64 << 50)]),
+            v(&[json!(1_048_575), json!((1_i64 << 50) + 1)]),
+        ),
+        (
+            "/spec/rotation/maxPackets",
+            v(&[json!(1024), json!(1_i64 << 40)]),
+            v(&[json!(1023), json!((1_i64 << 40) + 1)]),
+        ),
+        (
+            "/spec/encapsulation/type",
+            v(&[json!("UDP"), json!("None")]),
+            v(&[json!("TCP")]),
+        ),
+        (
+            "/spec/encapsulation/port",
+            v(&[json!(1), json!(65535)]),
+            v(&[json!(0), json!(65536)]),
+        ),
+        (
+            "/spec/mtu",
+            v(&[json!("auto"), json!(1280), json!(9000)]),
+            v(&[json!(1279), json!(9001), json!("Auto"), json!("1400")]),
+        ),
+        (
+            "/spec/nodeSelector",
+            v(&[
+                json!({}),
+                json!({"matchExpressions": [{"key": "z", "operator": "NotIn", "values": ["a"]}]}),
+            ]),
+            v(&[
+                json!({"matchExpressions": [{"key": "z", "operator": "DoesNotExist", "values": ["a"]}]}),
+            ]),
+        ),
+    ];
+    let mut rng = Rng(0x6D65_7368_7365_6321);
+    let (mut accepted, mut rejected, mut disagreements) = (0, 0, vec![]);
+    for i in 0..80 {
+        let mut doc = tunnel_json(&unique_name("generated"), json!({}));
+        for (path, valid, invalid) in &fields {
+            if let Some(value) = rng.field(valid, invalid) {
+                set(&mut doc, path, value);
+            }
+        }
+        let mirror = mirror_accepts(&doc);
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+        let server = match api.create(&dry_run(), &obj).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(api_message(e)),
+        };
+        if server.is_ok() {
+            accepted += 1
+        } else {
+            rejected += 1
+        }
+        if server.is_ok() != mirror {
+            disagreements.push(format!(
+                "#{i} mirror={mirror} server={server:?} spec={}",
+                doc["spec"]
+            ));
+        }
+    }
+    eprintln!("generated specs: {accepted} accepted, {rejected} rejected");
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+    assert!(
+        accepted >= 5 && rejected >= 5,
+        "accepted {accepted}, rejected {rejected}: the generator lost its mix"
+    );
 }
 
 /// One object the API server must refuse, and what its message must say.
@@ -468,6 +646,12 @@ async fn the_api_server_rejects_invalid_objects_naming_the_field() {
             _ => (node_json(&name), node_api(&client)),
         };
         set(&mut doc, case.path, case.value.clone());
+        if mirror_accepts(&doc) {
+            failures.push(format!(
+                "{}: the Rust validation mirror accepts it",
+                case.what
+            ));
+        }
         let obj: DynamicObject = serde_json::from_value(doc).unwrap();
         match api.create(&dry_run(), &obj).await {
             Ok(_) => failures.push(format!("{}: accepted", case.what)),
