@@ -231,3 +231,35 @@ impl Drop for Cleanup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_differ_and_are_dns_labels() {
+        let a = unique_name("crd-test");
+        let b = unique_name("crd-test");
+        assert_ne!(a, b);
+        for name in [a, b] {
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn wait_for_returns_the_value_or_times_out() {
+        let mut tries = 0;
+        let got = wait_for("third try", Duration::from_secs(5), || {
+            tries += 1;
+            (tries == 3).then_some(tries)
+        });
+        assert_eq!(got.unwrap(), 3);
+        let err = wait_for("never", Duration::from_millis(300), || None::<()>).unwrap_err();
+        assert!(err.to_string().contains("waiting for never"), "{err}");
+    }
+}
