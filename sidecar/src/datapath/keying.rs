@@ -105,10 +105,6 @@ impl Keying {
         }
     }
 
-    pub fn endpoint(&self) -> IpAddr {
-        self.endpoint
-    }
-
     /// Checks the peer's key (a low-order point is refused by the key
     /// schedule) and keeps what SA derivation needs.
     pub fn peer(&self, peer: &config::Peer) -> Result<PeerKeys, KeyingError> {

@@ -189,9 +189,11 @@ impl Worker {
     /// ICMP "fragmentation needed" / ICMPv6 "packet too big" back to the
     /// sender, announcing the MTU that fits after sealing.
     ///
-    /// The ICMP source is this node's endpoint when the families match,
-    /// else the unreachable destination itself (hosts accept either; the
-    /// error must only quote their packet).
+    /// The error's source is the unreachable destination itself, not this
+    /// node: the kernel drops packets from the TUN that claim a local source
+    /// address (martians), while the remote pod's address passes reverse-path
+    /// checks (its route points into the TUN). Hosts accept PMTU errors from
+    /// any source as long as they quote their own packet.
     fn too_big(
         &mut self,
         shared: &Shared,
@@ -202,23 +204,14 @@ impl Worker {
     ) -> Verdict {
         let mtu = max.min(usize::from(u16::MAX)) as u16;
         let original = &self.buf[pkt];
-        let r = match (shared.peers.keying.endpoint(), ip.dst) {
-            (IpAddr::V4(me), IpAddr::V4(_)) => {
-                meshsec_esp::path::icmp::frag_needed(original, mtu, me, &mut self.icmp)
+        let r = match ip.dst {
+            IpAddr::V4(from) => {
+                meshsec_esp::path::icmp::frag_needed(original, mtu, from, &mut self.icmp)
             }
-            (_, IpAddr::V4(dst)) => {
-                meshsec_esp::path::icmp::frag_needed(original, mtu, dst, &mut self.icmp)
-            }
-            (IpAddr::V6(me), IpAddr::V6(_)) => meshsec_esp::path::icmpv6::packet_too_big(
+            IpAddr::V6(from) => meshsec_esp::path::icmpv6::packet_too_big(
                 original,
                 u32::from(mtu),
-                me,
-                &mut self.icmp,
-            ),
-            (_, IpAddr::V6(dst)) => meshsec_esp::path::icmpv6::packet_too_big(
-                original,
-                u32::from(mtu),
-                dst,
+                from,
                 &mut self.icmp,
             ),
         };

@@ -13,22 +13,27 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(ns: &str, iface: &str, dir: &Path, name: &str) -> Capture {
+        Self::start_snaplen(ns, iface, dir, name, 0)
+    }
+
+    /// Like [`Capture::start`], keeping only the first `snaplen` bytes.
+    pub fn start_snaplen(ns: &str, iface: &str, dir: &Path, name: &str, snaplen: u32) -> Capture {
         let path = dir.join(format!("{name}.pcap"));
-        let guard = Topology::spawn(
-            ns,
-            "tcpdump",
-            &[
-                "-i",
-                iface,
-                "-U",
-                "-n",
-                "-s",
-                "0",
-                "-w",
-                path.to_str().unwrap(),
-            ],
-        )
-        .expect("tcpdump");
+        let snap = snaplen.to_string();
+        // --immediate-mode: deliver each packet at once, or a short capture
+        // stopped by SIGINT loses what is still in the kernel's ring.
+        let args = [
+            "-i",
+            iface,
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            &snap,
+            "-w",
+            path.to_str().unwrap(),
+        ];
+        let guard = Topology::spawn(ns, "tcpdump", &args).expect("tcpdump");
         // tcpdump needs a moment to attach before traffic starts.
         for _ in 0..50 {
             if std::fs::metadata(&path)
@@ -68,6 +73,8 @@ pub struct Packet {
     pub dst: Option<IpAddr>,
     pub kind: Kind,
     pub fragment: bool,
+    /// Length on the wire (the capture may hold less).
+    pub wire_len: usize,
 }
 
 impl Packet {
@@ -84,9 +91,12 @@ fn parse(file: &[u8]) -> Vec<Packet> {
     let mut off = 24;
     while off + 16 <= file.len() {
         let caplen = u32::from_le_bytes(file[off + 8..off + 12].try_into().unwrap()) as usize;
+        let wire_len = u32::from_le_bytes(file[off + 12..off + 16].try_into().unwrap()) as usize;
         let start = off + 16;
         let end = (start + caplen).min(file.len());
-        out.push(classify(&file[start..end]));
+        let mut p = classify(&file[start..end]);
+        p.wire_len = wire_len;
+        out.push(p);
         off = end;
     }
     out
@@ -100,6 +110,7 @@ fn classify(frame: &[u8]) -> Packet {
         dst: None,
         kind: Kind::NotIp,
         fragment: false,
+        wire_len: 0,
     };
     if frame.len() < 14 {
         return not_ip(data);
@@ -146,5 +157,6 @@ fn classify(frame: &[u8]) -> Packet {
         dst: Some(dst),
         kind,
         fragment,
+        wire_len: 0,
     }
 }

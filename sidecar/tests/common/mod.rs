@@ -111,6 +111,12 @@ impl Mesh {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    /// Starts node `i`'s sidecar without waiting for it.
+    pub fn spawn(&mut self, i: usize) {
         let ns = self.topo.nodes[i].ns.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -129,7 +135,6 @@ impl Mesh {
         .spawn()
         .unwrap();
         self.sidecars[i] = Some(Guard(Some(child)));
-        self.wait_healthy(i);
     }
 
     pub fn wait_healthy(&self, i: usize) {
@@ -204,6 +209,27 @@ impl Mesh {
 
     pub fn capture(&self, name: &str) -> capture::Capture {
         capture::Capture::start(&self.topo.underlay_ns, "br0", self.dir.path(), name)
+    }
+
+    /// `ip <args>` output inside node `i`.
+    pub fn ip(&self, i: usize, args: &[&str]) -> String {
+        let out = Topology::exec(&self.topo.nodes[i].ns, "ip", args).unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// MAC address of node `i`'s underlay interface.
+    pub fn node_mac(&self, i: usize) -> [u8; 6] {
+        let text = self.ip(i, &["link", "show", "eth0"]);
+        let mac = text
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap();
+        let mut out = [0u8; 6];
+        for (o, part) in out.iter_mut().zip(mac.split(':')) {
+            *o = u8::from_str_radix(part, 16).unwrap();
+        }
+        out
     }
 
     pub fn dir(&self) -> &Path {
@@ -359,6 +385,99 @@ pub fn udp_exchange(
     })
     .join()
     .unwrap();
+    server.join().unwrap();
+    got
+}
+
+/// Recomputes the IPv4 header checksum of the packet starting at `ip`.
+pub fn fix_ipv4_checksum(frame: &mut [u8], ip: usize) {
+    frame[ip + 10] = 0;
+    frame[ip + 11] = 0;
+    let ihl = usize::from(frame[ip] & 0xf) * 4;
+    let mut sum = 0u32;
+    for c in frame[ip..ip + ihl].chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let ck = !(sum as u16);
+    frame[ip + 10..ip + 12].copy_from_slice(&ck.to_be_bytes());
+}
+
+/// An Ethernet + IPv4 + UDP frame (UDP checksum 0) carrying `payload`.
+pub fn udp4_frame(
+    dst_mac: [u8; 6],
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    fix_ipv4_checksum(&mut f, 14);
+    f
+}
+
+/// Time from `t0` until a UDP echo from `server_ns` first comes back to a
+/// client in `client_ns` probing every 10 ms; `None` after `limit`.
+pub fn udp_first_reply(
+    client_ns: &str,
+    server_ns: &str,
+    dst: IpAddr,
+    port: u16,
+    t0: Instant,
+    limit: Duration,
+) -> Option<Duration> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop_server = stop.clone();
+    let server = netns::in_ns(server_ns, move || {
+        let s = UdpSocket::bind(("::", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 2048];
+        while !stop_server.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(&buf[..n], from);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let got = netns::in_ns(client_ns, move || {
+        let bind: SocketAddr = if dst.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        let s = UdpSocket::bind(bind).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        let mut buf = [0u8; 2048];
+        while t0.elapsed() < limit {
+            s.send_to(MARKER, (dst, port)).unwrap();
+            if let Ok(n) = s.recv(&mut buf)
+                && &buf[..n] == MARKER
+            {
+                return Some(t0.elapsed());
+            }
+        }
+        None
+    })
+    .join()
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     server.join().unwrap();
     got
 }
