@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::datapath::Datapath;
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, Scope, plan::plan};
@@ -36,6 +36,11 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let psk = keys::read_psk(&cfg.psk_file)?;
     let nl = Netlink::connect()?;
     let scope = scope(&cfg);
+    let tunnel_v4 = (cfg.tunnel.mode == Mode::Tunnel).then_some(cfg.endpoint.is_ipv4());
+    // A crashed tunnel-mode run may have left the local rule moved.
+    for v4 in [true, false] {
+        nl.restore_local_rule(v4).await?;
+    }
     nl.reconcile(&plan(&cfg, false), &scope, None)
         .await
         .context("installing fail-closed routes")?;
@@ -57,6 +62,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     nl.reconcile(&plan(&cfg, true), &scope, Some(index))
         .await
         .context("routing into the TUN")?;
+    if let Some(v4) = tunnel_v4 {
+        nl.demote_local_rule(v4, &scope).await?;
+    }
     metrics.ready.set(1);
     info!(
         node = cfg.node_id,
@@ -78,6 +86,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
 
     metrics.ready.set(0);
     info!("shutting down: removing routes and rules");
+    if let Some(v4) = tunnel_v4 {
+        nl.restore_local_rule(v4).await?;
+    }
     nl.remove_all(&scope)
         .await
         .context("removing routes and rules")?;

@@ -86,3 +86,29 @@ fn transport_raw_esp() {
     let mesh = Mesh::new("  encap: none\n");
     exercise(&mesh, Kind::Esp);
 }
+
+#[test]
+fn tunnel_udp_encap() {
+    let _s = serial();
+    let mut mesh = Mesh::new("  mode: tunnel\n");
+    exercise(&mesh, Kind::UdpEsp);
+    // Tunnel mode moved the kernel's local rule below ours; SIGTERM must
+    // put it back at priority 0 and take the copy away.
+    let local_rules = |mesh: &Mesh| {
+        mesh.ip(0, &["-4", "rule", "show"])
+            .lines()
+            .filter(|l| l.ends_with("lookup local"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(local_rules(&mesh), ["105:\tfrom all lookup local"]);
+    assert!(mesh.sigterm(0).unwrap().success());
+    assert_eq!(local_rules(&mesh), ["0:\tfrom all lookup local"]);
+}
+
+#[test]
+fn tunnel_raw_esp() {
+    let _s = serial();
+    let mesh = Mesh::new("  mode: tunnel\n  encap: none\n");
+    exercise(&mesh, Kind::Esp);
+}

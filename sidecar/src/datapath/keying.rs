@@ -98,6 +98,10 @@ impl Keying {
         self.epoch
     }
 
+    pub fn endpoint(&self) -> IpAddr {
+        self.endpoint
+    }
+
     pub fn udp_port(&self) -> Option<u16> {
         match self.encap {
             Encap::Udp { dport, .. } => Some(dport),

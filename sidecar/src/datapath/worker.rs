@@ -40,11 +40,19 @@ pub struct Worker {
 impl Worker {
     pub fn new(shared: Arc<Shared>, dev: SyncDevice, mtu: u16, strict: bool) -> Self {
         let k = &shared.peers.keying;
-        let overhead = |f| meshsec_esp::overhead(k.mode, k.encap, f, k.cipher);
-        let mtu = usize::from(mtu);
+        // Tunnel mode: the outer header's family (the endpoints') counts;
+        // transport mode keeps the packet's own header.
+        let outer = |inner| match (k.mode, k.endpoint()) {
+            (meshsec_esp::Mode::Tunnel, IpAddr::V4(_)) => Family::V4,
+            (meshsec_esp::Mode::Tunnel, IpAddr::V6(_)) => Family::V6,
+            (meshsec_esp::Mode::Transport, _) => inner,
+        };
+        let fit = |inner| {
+            meshsec_esp::path::inner_mtu(usize::from(mtu), k.mode, k.encap, outer(inner), k.cipher)
+        };
         Self {
-            max_plain_v4: mtu.saturating_sub(overhead(Family::V4)),
-            max_plain_v6: mtu.saturating_sub(overhead(Family::V6)),
+            max_plain_v4: fit(Family::V4),
+            max_plain_v6: fit(Family::V6),
             shared,
             dev,
             buf: vec![0; HEADROOM + MAX_PACKET + TAILROOM],

@@ -30,6 +30,8 @@ pub enum NetlinkError {
     },
     #[error("device {0} not found")]
     NoDevice(String),
+    #[error("refusing to move the local rule: its copy below meshsec's rules is missing")]
+    LocalRuleCopyMissing,
 }
 
 fn req(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
@@ -129,6 +131,74 @@ impl Netlink {
             "policy routing reconciled"
         );
         Ok(())
+    }
+
+    /// Deletes the kernel's `local` rule at priority 0 for one family (tunnel
+    /// mode: our ESP rules must come first). The plan holds a copy of it
+    /// further down; call after [`Self::reconcile`] installed that copy.
+    pub async fn demote_local_rule(&self, v4: bool, scope: &Scope) -> Result<(), NetlinkError> {
+        // Never leave the host without local delivery: the copy must exist.
+        let copy = self
+            .rules(scope)
+            .await?
+            .iter()
+            .any(|(s, _)| s.v4 == v4 && s.table == plan::LOCAL_TABLE);
+        if !copy {
+            return Err(NetlinkError::LocalRuleCopyMissing);
+        }
+        for (spec, msg) in self.rules_at_zero(v4).await? {
+            if spec.table == plan::LOCAL_TABLE {
+                self.handle
+                    .rule()
+                    .del(msg)
+                    .execute()
+                    .await
+                    .map_err(req("local rule del"))?;
+                info!(v4, "moved the local rule below meshsec's ESP rules");
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the kernel's `local` rule back at priority 0 if it is missing.
+    pub async fn restore_local_rule(&self, v4: bool) -> Result<(), NetlinkError> {
+        let present = self
+            .rules_at_zero(v4)
+            .await?
+            .iter()
+            .any(|(s, _)| s.table == plan::LOCAL_TABLE);
+        if !present {
+            let spec = RuleSpec {
+                v4,
+                priority: 0,
+                table: plan::LOCAL_TABLE,
+                iif: None,
+                ip_proto: None,
+                dport: None,
+                src: None,
+                dst: None,
+            };
+            let mut add = self.handle.rule().add();
+            *add.message_mut() = rule_message(&spec);
+            add.execute().await.map_err(req("local rule add"))?;
+            info!(v4, "restored the local rule at priority 0");
+        }
+        Ok(())
+    }
+
+    async fn rules_at_zero(&self, v4: bool) -> Result<Vec<(RuleSpec, RuleMessage)>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut dump = self
+            .handle
+            .rule()
+            .get(if v4 { IpVersion::V4 } else { IpVersion::V6 })
+            .execute();
+        while let Some(msg) = dump.try_next().await.map_err(req("rule dump"))? {
+            if let Some(spec) = rule_spec(&msg).filter(|s| s.priority == 0) {
+                out.push((spec, msg));
+            }
+        }
+        Ok(out)
     }
 
     /// Removes every rule and route in `scope` (clean shutdown).

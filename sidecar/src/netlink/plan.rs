@@ -12,6 +12,12 @@
 //! - `prio+4  to <remote pod prefix> lookup <remote>`: plaintext to remote
 //!   members goes to the TUN to be sealed.
 //!
+//! - tunnel mode only: `prio+5  lookup local` for the endpoint's family.
+//!   Tunnel-mode ESP is addressed to the node itself, and the kernel's
+//!   `local` rule (priority 0) would deliver it to the host stack before any
+//!   of ours; the daemon moves that rule here (as Cilium does for IPsec) and
+//!   puts it back on shutdown.
+//!
 //! Both tables hold a `dev <tun>` route per prefix and a blackhole for the
 //! same prefix at a higher metric. The TUN route vanishes with the device
 //! when the sidecar dies; the blackhole stays, so traffic fails closed.
@@ -20,6 +26,7 @@ use crate::cidr::Cidr;
 use crate::config::{Config, Encap};
 
 pub const MAIN_TABLE: u32 = 254;
+pub const LOCAL_TABLE: u32 = 255;
 const IPPROTO_ESP: u8 = 50;
 const IPPROTO_UDP: u8 = 17;
 /// Metric of the routes into the TUN (below the blackholes').
@@ -118,6 +125,9 @@ pub fn plan(cfg: &Config, with_tun: bool) -> Plan {
                 ..rule(v4, p + 4, d.remote_table)
             });
         }
+        if cfg.tunnel.mode == crate::config::Mode::Tunnel && cfg.endpoint.is_ipv4() == v4 {
+            out.rules.push(rule(v4, p + 5, LOCAL_TABLE));
+        }
     }
     for (table, prefixes) in [(d.remote_table, &remote), (d.local_table, &local)] {
         for c in prefixes.iter() {
@@ -211,6 +221,15 @@ mod tests {
     fn test_tunnel_mode_routes_own_endpoint() {
         let p = plan(&cfg("tunnel:\n  mode: tunnel\n"), true);
         let host: Cidr = "10.0.0.1/32".parse().unwrap();
+        assert!(
+            p.rules
+                .iter()
+                .any(|r| r.v4 && r.table == LOCAL_TABLE && r.priority == 105)
+        );
+        assert!(
+            !p.rules.iter().any(|r| !r.v4 && r.table == LOCAL_TABLE),
+            "only the endpoint's family"
+        );
         assert!(
             p.routes
                 .iter()
