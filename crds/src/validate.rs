@@ -209,6 +209,13 @@ pub fn validate_node_spec(spec: &IPsecNodeSpec) -> Result<(), Vec<FieldError>> {
     if spec.tunnels.len() > 8 {
         out.push(err("spec.tunnels", "must have at most 8 items"));
     }
+    // List types set/map: the API server refuses duplicate entries and keys.
+    if has_duplicates(spec.pod_cidrs.iter()) {
+        out.push(err("spec.podCIDRs", "must not repeat a CIDR"));
+    }
+    if has_duplicates(spec.tunnels.iter().map(|t| &t.tunnel)) {
+        out.push(err("spec.tunnels", "must not repeat a tunnel"));
+    }
     for (i, cidr) in spec.pod_cidrs.iter().enumerate() {
         if parse_network_cidr(cidr).is_none() {
             out.push(err(
@@ -228,6 +235,12 @@ pub fn validate_node_spec(spec: &IPsecNodeSpec) -> Result<(), Vec<FieldError>> {
             out.push(err(
                 format!("spec.tunnels[{t}].publicKeys"),
                 "must have at most 4 items",
+            ));
+        }
+        if has_duplicates(tunnel.public_keys.iter().map(|k| k.epoch)) {
+            out.push(err(
+                format!("spec.tunnels[{t}].publicKeys"),
+                "must not repeat an epoch",
             ));
         }
         let epochs = [tunnel.installed_epoch, tunnel.active_epoch];
@@ -262,6 +275,11 @@ pub fn validate_node_spec(spec: &IPsecNodeSpec) -> Result<(), Vec<FieldError>> {
         }
     }
     if out.is_empty() { Ok(()) } else { Err(out) }
+}
+
+fn has_duplicates<T: Ord>(items: impl Iterator<Item = T>) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    !items.into_iter().all(|i| seen.insert(i))
 }
 
 /// Whether `id` may be allocated to a node.
@@ -434,6 +452,35 @@ mod tests {
                 "spec.keyGeneration",
                 "spec.tunnels[0].tunnel",
                 "spec.tunnels[0]"
+            ]
+        );
+        let twice = NodeTunnelState {
+            tunnel: "t".into(),
+            public_keys: vec![
+                EpochPublicKey {
+                    epoch: 1,
+                    key: "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=".into(),
+                },
+                EpochPublicKey {
+                    epoch: 1,
+                    key: "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let dup = IPsecNodeSpec {
+            endpoint: "192.0.2.1".into(),
+            pod_cidrs: vec!["10.0.0.0/8".into(), "10.0.0.0/8".into()],
+            tunnels: vec![twice.clone(), twice],
+            ..Default::default()
+        };
+        assert_eq!(
+            fields(validate_node_spec(&dup)),
+            [
+                "spec.podCIDRs",
+                "spec.tunnels",
+                "spec.tunnels[0].publicKeys",
+                "spec.tunnels[1].publicKeys"
             ]
         );
         assert!(tunnel_name_ok(&"a".repeat(63)));
