@@ -1,4 +1,5 @@
 //! Shared helpers for meshsec end-to-end tests.
 
+pub mod fake_sidecars;
 pub mod kube;
 pub mod topology;

@@ -81,6 +81,13 @@ struct Args {
     #[arg(long, default_value = "meshsec-operator")]
     field_manager: String,
 
+    /// Only manage IPsecTunnels, IPsecNodes and Nodes carrying these labels
+    /// (a Kubernetes label selector, e.g. "meshsec.io/shard=a"). Default:
+    /// all. Partitions are independent (node ids are unique per partition);
+    /// tests use this to run several operators on one control plane.
+    #[arg(long)]
+    watch_selector: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -167,7 +174,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("joining the leader election")?
     };
-    tokio::spawn(track_leadership(election.leader.clone(), metrics.clone()));
+    let tracker = tokio::spawn(track_leadership(election.leader.clone(), metrics.clone()));
 
     // Shared informers: one watch per kind, fanned out to both controllers.
     let (tunnels, tunnel_writer) = reflector::store_shared::<IPsecTunnel>(SHARED_BUFFER);
@@ -181,7 +188,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let k_for_tunnels = node_writer.subscribe().ok_or_else(subscribe_err)?;
     let k_for_nodes = node_writer.subscribe().ok_or_else(subscribe_err)?;
 
-    let wc = watcher::Config::default();
+    let wc = match &args.watch_selector {
+        Some(sel) => watcher::Config::default().labels(sel),
+        None => watcher::Config::default(),
+    };
     let informers = futures::future::join3(
         watcher(Api::<IPsecTunnel>::all(client.clone()), wc.clone())
             .default_backoff()
@@ -253,6 +263,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ops_state.healthy.store(false, Ordering::Relaxed);
     info!("controllers stopped; releasing the Lease");
     drop(ctx);
+    tracker.abort();
+    let _ = tracker.await;
     let Some(task) = release_lease(election) else {
         return Ok(());
     };

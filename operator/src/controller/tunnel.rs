@@ -432,11 +432,20 @@ async fn announce(t: &IPsecTunnel, ctx: &Context, s: &TunnelState, note: &Note) 
             "RotationStarted",
             format!("rotation to epoch {to} started ({reason}): phase Prepare"),
         ),
-        Note::PhaseChanged { to, phase } => (
-            EventType::Normal,
-            "RotationPhase",
-            format!("rotation to epoch {to}: phase {phase}"),
-        ),
+        Note::PhaseChanged { to, phase } => {
+            // One reason per phase: the event recorder folds repeats of a
+            // reason into one series, which would hide phases.
+            let why = match phase {
+                Phase::Install => "RotationInstall",
+                Phase::Switch => "RotationSwitch",
+                _ => "RotationRetire",
+            };
+            (
+                EventType::Normal,
+                why,
+                format!("rotation to epoch {to}: phase {phase}"),
+            )
+        }
         Note::Completed { epoch } => (
             EventType::Normal,
             "RotationCompleted",
