@@ -25,10 +25,22 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
 }
 
 async fn respond(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    // Read until the end of the request head (a client may send it in
+    // several segments); 1 KiB is plenty for a GET.
     let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read(&mut buf[n..]),
+        )
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
     let line = buf[..n]
         .split(|b| *b == b'\r' || *b == b'\n')
         .next()

@@ -112,3 +112,39 @@ fn tunnel_raw_esp() {
     let mesh = Mesh::new("  mode: tunnel\n  encap: none\n");
     exercise(&mesh, Kind::Esp);
 }
+
+#[test]
+fn rekeys_before_the_packet_limit_without_disturbing_traffic() {
+    let _s = serial();
+    let mesh = Mesh::new("  rekeyAfterPackets: 300\n");
+    let (ns0, ns1) = (mesh.pod_ns(0), mesh.pod_ns(1));
+    let server = tcp_echo_server(&ns1, 7500);
+    let dst = mesh.pod_ip(1, false);
+    // ~2000 packets each way over ~3 s: several soft limits are crossed.
+    let n = tcp_exchange(&ns0, dst, 7500, 1000, Duration::from_millis(3))
+        .expect("stream across rekeys");
+    assert_eq!(n, 1_000_000);
+    assert_eq!(server.join().unwrap().unwrap(), 1_000_000);
+    let rekeys = mesh.metric(0, "meshsec_rekeys_total");
+    assert!(
+        rekeys >= 2,
+        "rekeys: {rekeys}\n{}",
+        mesh.http(0, "/metrics").unwrap_or_default()
+    );
+    // Each new generation shows up at the peer as a new inbound SA.
+    let derived = mesh.log(1).matches("inbound SA derived").count() as u64;
+    assert!(
+        derived > rekeys,
+        "peer derived {derived} SAs for {rekeys} rekeys"
+    );
+    let generation: u32 = std::fs::read_to_string(mesh.dir().join("node1.gen"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        u64::from(generation),
+        rekeys,
+        "each rekey persisted a new generation first"
+    );
+}

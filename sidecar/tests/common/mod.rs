@@ -178,7 +178,8 @@ impl Mesh {
             )
             .ok()?;
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .ok()?;
             let mut out = String::new();
             s.read_to_string(&mut out).ok()?;
             out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
@@ -190,7 +191,17 @@ impl Mesh {
     /// Value of the metric series `series` (name plus labels, exactly as
     /// exposed), 0 if absent.
     pub fn metric(&self, i: usize, series: &str) -> u64 {
-        let text = self.http(i, "/metrics").unwrap_or_default();
+        let text = (0..5)
+            .find_map(|_| {
+                let r = self
+                    .http(i, "/metrics")
+                    .filter(|t| t.contains("meshsec_ready"));
+                if r.is_none() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                r
+            })
+            .unwrap_or_else(|| panic!("node {i}: /metrics unreachable"));
         text.lines()
             .find_map(|l| {
                 l.strip_prefix(series)
