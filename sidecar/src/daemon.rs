@@ -109,9 +109,16 @@ async fn wait_and_rekey(cfg: &Config, dp: &Datapath) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
             _ = tick.tick() => {
                 if dp.take_rekey_request() {
-                    let generation = generation::next(&cfg.state_file, cfg.generation)?;
-                    dp.rekey(generation)?;
-                    info!(generation, "rekeyed outbound SAs");
+                    // A failed rekey is retried on the next request; until
+                    // then the current SAs keep sealing (the soft limit is
+                    // far below the hard one, where seal refuses).
+                    match generation::next(&cfg.state_file, cfg.generation)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|g| dp.rekey(g).map(|()| g).map_err(anyhow::Error::from))
+                    {
+                        Ok(generation) => info!(generation, "rekeyed outbound SAs"),
+                        Err(e) => warn!(error = %e, "rekey failed"),
+                    }
                 }
             }
         }

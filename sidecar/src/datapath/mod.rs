@@ -72,8 +72,11 @@ impl Datapath {
             std::thread::Builder::new()
                 .name(format!("meshsec-q{i}"))
                 .spawn(move || {
+                    let metrics = shared.metrics.clone();
                     if let Err(e) = worker::Worker::new(shared, dev, mtu, strict).run() {
                         error!(queue = i, error = %e, "datapath worker stopped");
+                        // A dead queue drops its flows: report unhealthy.
+                        metrics.ready.set(0);
                     }
                 })?;
         }
