@@ -1,0 +1,184 @@
+//! Scale bench of the operator (run by `e2e/bench/operator`, ignored in the
+//! normal suite): MESHSEC_BENCH_NODES simulated nodes (Node + IPsecNode,
+//! fake sidecars acknowledging) on the real control plane; measures one
+//! full rotation (manual trigger -> Stable on the next epoch with every node
+//! ready) and the operator's peak RSS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use meshsec_crds::{IPsecTunnel, IPsecTunnelSpec, NodeSelector, RotationPhase};
+use meshsec_e2e::fake_sidecars::{
+    FakeSidecars, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
+};
+use meshsec_e2e::kube::{client, ensure_crds, kubectl_raw, unique_name};
+
+const NS: &str = "meshsec-system";
+
+struct Guard(Scope);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.cleanup(NS);
+    }
+}
+
+/// Poll until the tunnel's status satisfies `pred`, recording when each
+/// rotation phase was first seen.
+async fn wait(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+    seen: &mut Vec<(RotationPhase, Duration)>,
+    start: Instant,
+    pred: impl Fn(&meshsec_crds::IPsecTunnelStatus) -> bool,
+) {
+    let api: Api<IPsecTunnel> = Api::all(client.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(t) = api.get(name).await
+            && let Some(st) = t.status
+        {
+            if seen.last().is_none_or(|(p, _)| *p != st.phase) {
+                seen.push((st.phase, start.elapsed()));
+            }
+            if pred(&st) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; last status: phase {:?} epoch {} ready {}/{}",
+                st.phase,
+                st.epoch,
+                st.nodes_ready,
+                st.nodes_total
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "scale bench: run e2e/bench/operator"]
+async fn rotation_at_scale() {
+    let n: usize = std::env::var("MESHSEC_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let client = client().await.unwrap_or_else(|e| panic!("{e}"));
+    ensure_crds().unwrap();
+    let _ = kubectl_raw(&["create", "namespace", NS], None);
+    let guard = Guard(Scope::new(&unique_name("bench")));
+    let scope = &guard.0;
+    let tunnel = format!("{}-t", scope.id);
+    let pool = [("meshsec.io/bench-pool".to_string(), scope.id.clone())]
+        .into_iter()
+        .collect();
+    let mut spec = IPsecTunnelSpec {
+        node_selector: NodeSelector {
+            match_labels: Some(pool),
+            match_expressions: None,
+        },
+        ..IPsecTunnelSpec::default()
+    };
+    spec.rotation.ack_timeout = "10m".into();
+    spec.rotation.grace_period = "1s".into();
+    let mut t = IPsecTunnel::new(&tunnel, spec.clone());
+    t.metadata.labels = Some(
+        [(SCOPE_LABEL.to_string(), scope.id.clone())]
+            .into_iter()
+            .collect(),
+    );
+    Api::<IPsecTunnel>::all(client.clone())
+        .create(&PostParams::default(), &t)
+        .await
+        .unwrap();
+
+    let opts = OperatorOptions {
+        selector: scope.selector(),
+        lease: format!("lease-{}", scope.id),
+        namespace: NS.into(),
+        lease_duration: 10,
+        release: true,
+    };
+    let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &opts).unwrap();
+    let setup = Instant::now();
+    let labels = spec.node_selector.match_labels.clone().unwrap();
+    let sidecars = FakeSidecars::start(
+        &client,
+        &scope.id,
+        &tunnel,
+        node_names(&scope.id, n),
+        &labels,
+    )
+    .await
+    .unwrap();
+    let created = setup.elapsed();
+    let want = i32::try_from(n).unwrap();
+    let mut seen = Vec::new();
+    wait(
+        &client,
+        &tunnel,
+        Duration::from_secs(900),
+        &mut seen,
+        setup,
+        |s| s.epoch == 1 && s.phase == RotationPhase::Stable && s.nodes_ready == want,
+    )
+    .await;
+    let admitted = setup.elapsed();
+
+    let start = Instant::now();
+    let patch = serde_json::json!({"metadata": {"annotations": {"meshsec.io/rotate": "bench"}}});
+    Api::<IPsecTunnel>::all(client.clone())
+        .patch(&tunnel, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let mut phases = Vec::new();
+    wait(
+        &client,
+        &tunnel,
+        Duration::from_secs(900),
+        &mut phases,
+        start,
+        |s| s.epoch == 2 && s.phase == RotationPhase::Stable && s.nodes_ready == want,
+    )
+    .await;
+    let rotation = start.elapsed();
+    let rss_mib = op.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let sidecar_writes = sidecars.writes.load(std::sync::atomic::Ordering::Relaxed);
+    let phase_text: Vec<String> = phases
+        .iter()
+        .map(|(p, at)| format!("{}@{:.1}s", p.as_str(), at.as_secs_f64()))
+        .collect();
+    println!(
+        "bench: nodes={n} create_s={:.1} admit_and_epoch1_s={:.1} rotation_s={:.1} operator_rss_mib={rss_mib:.1} sidecar_patches={sidecar_writes} phases=[{}]",
+        created.as_secs_f64(),
+        admitted.as_secs_f64(),
+        rotation.as_secs_f64(),
+        phase_text.join(" ")
+    );
+    if let Some((_, body)) = op.get("/metrics") {
+        for l in body.lines().filter(|l| {
+            l.starts_with("meshsec_operator_reconciles_total")
+                || l.starts_with("meshsec_operator_reconcile_duration_seconds_sum")
+                || l.starts_with("meshsec_operator_api_writes_total")
+        }) {
+            println!("bench: metric {l}");
+        }
+    }
+
+    // Teardown (bounded): delete the tunnel while the operator still runs,
+    // then the Nodes; the guard strips whatever is left.
+    sidecars.stop().await;
+    let _ = Api::<IPsecTunnel>::all(client.clone())
+        .delete(&tunnel, &DeleteParams::default())
+        .await;
+    let _ = kubectl_raw(
+        &["delete", "nodes", "-l", &scope.selector(), "--wait=false"],
+        None,
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(op);
+}
