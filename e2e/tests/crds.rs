@@ -624,6 +624,20 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.keyGeneration", "greater than or equal to 0"],
         },
         Invalid {
+            what: "duplicate pod CIDR",
+            kind: n,
+            path: "/spec/podCIDRs",
+            value: json!(["10.244.1.0/24", "10.244.1.0/24"]),
+            expect: &["spec.podCIDRs[1]", "Duplicate value"],
+        },
+        Invalid {
+            what: "two keys for one epoch",
+            kind: n,
+            path: "/spec/tunnels/0/publicKeys",
+            value: json!([{"epoch": 1, "key": GOOD_KEY}, {"epoch": 1, "key": GOOD_KEY}]),
+            expect: &["spec.tunnels[0].publicKeys[1]", "Duplicate value"],
+        },
+        Invalid {
             what: "endpoint missing",
             kind: n,
             path: "/spec",
