@@ -5,7 +5,7 @@ use core::ops::Range;
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{IpLayout, fix_lengths};
+use crate::ip::{Checksum, IpLayout, rewrite_header};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::wire::{esp, ip_proto, udp};
 use crate::{
@@ -217,11 +217,13 @@ fn restore_transport(
 ) -> Result<Range<usize>, OpenError> {
     let new_start = payload_at - ip.upper_offset;
     buf.copy_within(start..start + ip.upper_offset, new_start);
-    buf[new_start + ip.next_header_at] = next_header;
-    fix_lengths(
+    rewrite_header(
         &mut buf[new_start..payload_end],
         ip.family,
+        ip.next_header_at,
+        next_header,
         payload_end - new_start,
+        Checksum::Incremental,
     );
     Ok(new_start..payload_end)
 }

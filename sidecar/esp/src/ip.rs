@@ -2,7 +2,7 @@
 //! where the upper layer starts and which byte names it.
 
 use crate::Family;
-use crate::wire::{WireError, ipv4, ipv6};
+use crate::wire::{WireError, be16, checksum, ipv4, ipv6, put16};
 
 /// Layout of an IP packet at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +61,49 @@ impl IpLayout {
     }
 }
 
-/// Rewrites the length field(s) and, for IPv4, the header checksum after the
-/// payload changed. `packet` starts at the IP header; `total_len` is the new
-/// header + payload length (checked by the caller to fit in 16 bits).
-pub(crate) fn fix_lengths(packet: &mut [u8], family: Family, total_len: usize) {
+/// How to bring an IPv4 header checksum up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checksum {
+    /// The header was valid before: update for the changed words only
+    /// (RFC 1624; an already wrong checksum stays wrong, as a router would
+    /// leave it).
+    Incremental,
+    /// A freshly written header: compute from scratch.
+    Full,
+}
+
+/// Sets the protocol / next-header byte at `next_header_at` and the length
+/// field(s), and for IPv4 the header checksum. `packet` starts at the IP
+/// header; `total_len` is the new header + payload length (checked by the
+/// caller to fit the length field).
+pub(crate) fn rewrite_header(
+    packet: &mut [u8],
+    family: Family,
+    next_header_at: usize,
+    protocol: u8,
+    total_len: usize,
+    checksum: Checksum,
+) {
     match family {
         Family::V4 => {
+            // Words 1 (total length) and 4 (TTL | protocol) change.
+            let old_len = be16(packet, 2);
+            let old_ttl_proto = be16(packet, 8);
+            packet[next_header_at] = protocol;
             let mut p = ipv4::Packet::new_unchecked(packet);
             p.set_total_len(total_len as u16);
-            p.fill_checksum();
+            match checksum {
+                Checksum::Full => p.fill_checksum(),
+                Checksum::Incremental => {
+                    let b = p.into_inner();
+                    let c = checksum::update16(be16(b, 10), old_len, total_len as u16);
+                    let c = checksum::update16(c, old_ttl_proto, be16(b, 8));
+                    put16(b, 10, c);
+                }
+            }
         }
         Family::V6 => {
+            packet[next_header_at] = protocol;
             let mut p = ipv6::Packet::new_unchecked(packet);
             p.set_payload_len((total_len - ipv6::HEADER_LEN) as u16);
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{IpLayout, fix_lengths};
+use crate::ip::{Checksum, IpLayout, rewrite_header};
 use crate::wire::{checksum, esp, ip_proto, ipv4, ipv6, udp};
 use crate::{
     Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, SaKey, SealError,
@@ -285,8 +285,18 @@ impl OutboundSa {
             Encap::None => ip_proto::ESP,
             Encap::Udp { .. } => ip_proto::UDP,
         };
-        buf[start + next_header_at] = proto;
-        fix_lengths(&mut buf[start..end], family, end - start);
+        let checksum = match self.mode {
+            Mode::Transport => Checksum::Incremental,
+            Mode::Tunnel => Checksum::Full,
+        };
+        rewrite_header(
+            &mut buf[start..end],
+            family,
+            next_header_at,
+            proto,
+            end - start,
+            checksum,
+        );
         if let Encap::Udp { sport, dport } = self.encap {
             let udp_at = esp_at - udp::HEADER_LEN;
             let mut u = udp::Packet::new_unchecked(&mut buf[udp_at..end]);

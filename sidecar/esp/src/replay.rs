@@ -3,12 +3,18 @@
 //!
 //! The bitmap is a ring of 64-bit blocks; advancing the window clears whole
 //! blocks instead of shifting bits. One spare block keeps a full window of
-//! history while the newest block fills. `check` runs before authentication
-//! and only reads; `accept` runs after the ICV verified and re-checks under
-//! the same lock, so two workers racing on one sequence number accept it
-//! once.
+//! history while the newest block fills.
+//!
+//! Concurrency: `check` runs before authentication and takes no lock (plain
+//! atomic loads); `accept` runs after the ICV verified and re-checks and
+//! updates under a small spin lock, so two workers racing on one sequence
+//! number accept it once. An advance clears the new blocks *before*
+//! publishing the new top (release/acquire), so a lock-free `check` never
+//! sees a new top with stale bits. Measured: the previous `Mutex` version
+//! cost ~4 locked instructions per packet, a visible share of a 1400-byte
+//! AES-GCM open with aws-lc-rs; this costs one.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::ConfigError;
 use crate::esn;
@@ -19,6 +25,8 @@ pub const MIN_WINDOW: u32 = 64;
 pub const MAX_WINDOW: u32 = 8192;
 const BLOCK_BITS: u64 = 64;
 const MAX_BLOCKS: usize = (MAX_WINDOW as usize) / 64 + 1;
+/// Spins before yielding the CPU while another worker holds the lock.
+const SPINS_BEFORE_YIELD: u32 = 64;
 
 /// Why a sequence number is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +41,21 @@ pub enum ReplayError {
 #[derive(Debug)]
 pub struct ReplayWindow {
     window: u32,
-    state: Mutex<Bitmap>,
+    nblocks: u64,
+    /// Highest authenticated sequence number (0: none yet).
+    top: AtomicU64,
+    blocks: [AtomicU64; MAX_BLOCKS],
+    /// Held by `accept` / `expect_next` while they write.
+    writer: AtomicBool,
 }
 
-#[derive(Debug)]
-struct Bitmap {
-    /// Highest authenticated sequence number (0: none yet).
-    top: u64,
-    blocks: [u64; MAX_BLOCKS],
-    nblocks: u64,
+/// Releases the writer lock when dropped.
+struct WriterGuard<'a>(&'a AtomicBool);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl ReplayWindow {
@@ -56,11 +70,10 @@ impl ReplayWindow {
         }
         Ok(ReplayWindow {
             window,
-            state: Mutex::new(Bitmap {
-                top: 0,
-                blocks: [0; MAX_BLOCKS],
-                nblocks: u64::from(window.div_ceil(64)) + 1,
-            }),
+            nblocks: u64::from(window.div_ceil(64)) + 1,
+            top: AtomicU64::new(0),
+            blocks: [const { AtomicU64::new(0) }; MAX_BLOCKS],
+            writer: AtomicBool::new(false),
         })
     }
 
@@ -73,42 +86,64 @@ impl ReplayWindow {
     /// the first sequence number expected (used by the debug CLI to test
     /// ESN high bits). Earlier numbers inside the window stay acceptable.
     pub fn expect_next(&self, next: u64) {
-        let mut s = self.lock();
-        s.top = next.saturating_sub(1);
-        s.blocks = [0; MAX_BLOCKS];
+        let _g = self.lock();
+        for b in &self.blocks {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.top.store(next.saturating_sub(1), Ordering::Release);
     }
 
     /// Highest authenticated sequence number so far (0 if none).
     pub fn top(&self) -> u64 {
-        self.lock().top
+        self.top.load(Ordering::Acquire)
     }
 
     /// Infers the 64-bit sequence number from its low half and checks it
-    /// against the window, without changing anything.
+    /// against the window, without changing anything or locking.
     pub fn check(&self, seq_low: u32) -> Result<u64, ReplayError> {
-        let s = self.lock();
-        let seq = esn::infer(s.top, self.window, seq_low).ok_or(ReplayError::TooOld)?;
-        s.check(seq, self.window)?;
+        let top = self.top.load(Ordering::Acquire);
+        let seq = esn::infer(top, self.window, seq_low).ok_or(ReplayError::TooOld)?;
+        self.check_against(top, seq)?;
         Ok(seq)
     }
 
     /// Records an authenticated sequence number; fails if another thread
     /// accepted it meanwhile or the window moved past it.
     pub fn accept(&self, seq: u64) -> Result<(), ReplayError> {
-        let mut s = self.lock();
-        s.check(seq, self.window)?;
-        s.set(seq);
+        let _g = self.lock();
+        let top = self.top.load(Ordering::Relaxed);
+        self.check_against(top, seq)?;
+        if seq > top {
+            self.clear_blocks_after(top, seq);
+        }
+        let (i, bit) = self.slot(seq);
+        let word = self.blocks[i].load(Ordering::Relaxed);
+        self.blocks[i].store(word | bit, Ordering::Relaxed);
+        if seq > top {
+            // Published last: a `check` that sees this top sees the clears.
+            self.top.store(seq, Ordering::Release);
+        }
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Bitmap> {
-        // A panic while holding this lock cannot leave the bitmap invalid
-        // (every update is a plain store), so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> WriterGuard<'_> {
+        let mut spins = 0u32;
+        while self
+            .writer
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins < SPINS_BEFORE_YIELD {
+                std::hint::spin_loop();
+            } else {
+                // The holder may have been preempted; let it run.
+                std::thread::yield_now();
+            }
+        }
+        WriterGuard(&self.writer)
     }
-}
 
-impl Bitmap {
     fn slot(&self, seq: u64) -> (usize, u64) {
         (
             ((seq / BLOCK_BITS) % self.nblocks) as usize,
@@ -116,36 +151,33 @@ impl Bitmap {
         )
     }
 
-    fn check(&self, seq: u64, window: u32) -> Result<(), ReplayError> {
+    fn check_against(&self, top: u64, seq: u64) -> Result<(), ReplayError> {
         if seq == 0 {
             return Err(ReplayError::TooOld);
         }
-        if seq > self.top {
+        if seq > top {
             return Ok(());
         }
-        if self.top - seq >= u64::from(window) {
+        if top - seq >= u64::from(self.window) {
             return Err(ReplayError::TooOld);
         }
         let (i, bit) = self.slot(seq);
-        if self.blocks[i] & bit != 0 {
+        if self.blocks[i].load(Ordering::Relaxed) & bit != 0 {
             return Err(ReplayError::Replayed);
         }
         Ok(())
     }
 
-    fn set(&mut self, seq: u64) {
-        if seq > self.top {
-            let old_block = self.top / BLOCK_BITS;
-            let new_block = seq / BLOCK_BITS;
-            let advance = (new_block - old_block).min(self.nblocks);
-            for b in 1..=advance {
-                let i = ((old_block + b) % self.nblocks) as usize;
-                self.blocks[i] = 0;
-            }
-            self.top = seq;
+    /// Clears the blocks the window moves into when the top goes from
+    /// `top` to `seq` (at most all of them).
+    fn clear_blocks_after(&self, top: u64, seq: u64) {
+        let old_block = top / BLOCK_BITS;
+        let new_block = seq / BLOCK_BITS;
+        let advance = (new_block - old_block).min(self.nblocks);
+        for b in 1..=advance {
+            let i = ((old_block + b) % self.nblocks) as usize;
+            self.blocks[i].store(0, Ordering::Relaxed);
         }
-        let (i, bit) = self.slot(seq);
-        self.blocks[i] |= bit;
     }
 }
 
