@@ -92,7 +92,7 @@ pub enum SealError {
     /// The sealed packet would exceed 65535 bytes.
     #[error("packet too large")]
     TooLarge,
-    /// All 2^64 - 1 sequence numbers are used; the SA must be replaced.
+    /// The sequence counter reached its hard limit (2^63); replace the SA.
     #[error("sequence numbers exhausted")]
     SequenceExhausted,
     /// The AEAD backend failed (should not happen with valid lengths).
@@ -156,7 +156,8 @@ pub enum ConfigError {
     /// Cipher name not recognised.
     #[error("unknown cipher (expected aes128gcm, aes256gcm or aes128gmac)")]
     UnknownCipher,
-    /// Sequence number 0 is never sent (RFC 4303 §3.3.3).
-    #[error("sequence number must be at least 1")]
+    /// Sequence number 0 is never sent (RFC 4303 §3.3.3), nor anything from
+    /// the hard limit 2^63 on.
+    #[error("sequence number must be within 1..2^63")]
     ZeroSequence,
 }

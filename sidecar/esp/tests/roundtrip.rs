@@ -142,7 +142,7 @@ fn sequence_never_wraps() {
         None,
     )
     .unwrap()
-    .with_next_seq(u64::MAX - 1)
+    .with_next_seq(meshsec_esp::SEQ_LIMIT - 1)
     .unwrap();
     let p = ipv4_packet(6, &[3; 40]);
     let (mut buf, r) = framed(&p);
