@@ -5,7 +5,7 @@ use core::ops::Range;
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{Checksum, IpLayout, rewrite_header};
+use crate::ip::{Checksum, IpLayout, family_and_len, rewrite_header};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::wire::{esp, ip_proto, udp};
 use crate::{
@@ -241,9 +241,9 @@ fn inner_packet(
         ip_proto::IPV6 => Family::V6,
         _ => return Err(OpenError::UnsupportedNextHeader),
     };
-    let inner = IpLayout::parse(&buf[payload_at..payload_end])?;
-    if inner.family != family {
+    let (inner, len) = family_and_len(&buf[payload_at..payload_end])?;
+    if inner != family {
         return Err(OpenError::Malformed);
     }
-    Ok(payload_at..payload_at + inner.total_len)
+    Ok(payload_at..payload_at + len)
 }

@@ -61,6 +61,21 @@ impl IpLayout {
     }
 }
 
+/// Family and total length of the IP packet at the start of `packet`,
+/// checking only the fixed header (tunnel mode carries any IP packet whole,
+/// so its extension headers are none of our business).
+pub(crate) fn family_and_len(packet: &[u8]) -> Result<(Family, usize), WireError> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => Ok((
+            Family::V4,
+            usize::from(ipv4::Packet::new_checked(packet)?.total_len()),
+        )),
+        Some(6) => Ok((Family::V6, ipv6::Packet::new_checked(packet)?.total_len())),
+        Some(_) => Err(WireError::Malformed),
+        None => Err(WireError::Truncated),
+    }
+}
+
 /// How to bring an IPv4 header checksum up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Checksum {

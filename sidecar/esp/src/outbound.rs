@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{Checksum, IpLayout, rewrite_header};
+use crate::ip::{Checksum, IpLayout, family_and_len, rewrite_header};
 use crate::wire::{checksum, esp, ip_proto, ipv4, ipv6, udp};
 use crate::{
     Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, SaKey, SealError,
@@ -167,10 +167,15 @@ impl OutboundSa {
     /// leaves [`crate::HEADROOM`] bytes before and [`crate::TAILROOM`] after.
     pub fn seal(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, SealError> {
         let packet = buf.get(pkt.clone()).ok_or(SealError::Truncated)?;
-        let ip = IpLayout::parse_for_seal(packet)?;
         match self.mode {
-            Mode::Transport => self.seal_transport(buf, pkt.start, &ip),
-            Mode::Tunnel => self.seal_tunnel(buf, pkt.start, &ip),
+            Mode::Transport => {
+                let ip = IpLayout::parse_for_seal(packet)?;
+                self.seal_transport(buf, pkt.start, &ip)
+            }
+            Mode::Tunnel => {
+                let (family, len) = family_and_len(packet)?;
+                self.seal_tunnel(buf, pkt.start, family, len)
+            }
         }
     }
 
@@ -202,7 +207,8 @@ impl OutboundSa {
         &self,
         buf: &mut [u8],
         start: usize,
-        ip: &IpLayout,
+        inner: Family,
+        inner_len: usize,
     ) -> Result<Range<usize>, SealError> {
         let Some((src, dst)) = self.tunnel else {
             return Err(SealError::Malformed);
@@ -214,13 +220,13 @@ impl OutboundSa {
         let outer_len = outer.header_len();
         let shift = outer_len + self.encap.header_len() + ESP_HEADER_LEN + IV_LEN;
         let new_start = start.checked_sub(shift).ok_or(SealError::NoHeadroom)?;
-        let payload = start..start + ip.total_len;
+        let payload = start..start + inner_len;
         let end = self.check_room(buf, new_start, &payload, outer)?;
         let seq = self.take_seq()?;
-        let tos = traffic_class(&buf[start..], ip.family);
+        let tos = traffic_class(&buf[start..], inner);
         write_outer(&mut buf[new_start..], src, dst, tos);
         let esp_at = new_start + outer_len + self.encap.header_len();
-        let next_header = ip.family.ip_protocol();
+        let next_header = inner.ip_protocol();
         let ct_end = self.protect(buf, esp_at, payload, next_header, seq)?;
         let nh_at = match outer {
             Family::V4 => 9,

@@ -89,6 +89,13 @@ const REGRESSIONS: &[(&str, &str)] = &[
         "seal_roundtrip",
         "004510004012344000ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff3f3200410a0100050a02000100000000000003010000000000000001d21704063697bf031d799a52d0b08f248a303de3c5584ede38440b27",
     ),
+    // seal_roundtrip: tunnel mode sealed an IPv6 packet whose next header
+    // (fragment) lies beyond its payload length, which open then rejected;
+    // both now check only the inner fixed header.
+    (
+        "seal_roundtrip",
+        "5b6100000000002c9b00000000450000400000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000004034b640c032b640c0000202b70012c90c600001000000",
+    ),
 ];
 
 #[test]
