@@ -169,16 +169,26 @@ async fn rotation_at_scale() {
         }
     }
 
-    // Teardown (bounded): delete the tunnel while the operator still runs,
-    // then the Nodes; the guard strips whatever is left.
+    // Teardown while the operator still runs (it releases the finalizers):
+    // Nodes first (their IPsecNodes are garbage-collected), then the
+    // tunnel; bounded, and the guard strips whatever is left.
     sidecars.stop().await;
-    let _ = Api::<IPsecTunnel>::all(client.clone())
-        .delete(&tunnel, &DeleteParams::default())
-        .await;
+    let teardown = Instant::now();
     let _ = kubectl_raw(
         &["delete", "nodes", "-l", &scope.selector(), "--wait=false"],
         None,
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _ = Api::<IPsecTunnel>::all(client.clone())
+        .delete(&tunnel, &DeleteParams::default())
+        .await;
+    let nodes: Api<meshsec_crds::IPsecNode> = Api::all(client.clone());
+    let lp = kube::api::ListParams::default().labels(&scope.selector());
+    while teardown.elapsed() < Duration::from_secs(600) {
+        match nodes.list_metadata(&lp).await {
+            Ok(l) if l.items.is_empty() => break,
+            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+    println!("bench: teardown_s={:.1}", teardown.elapsed().as_secs_f64());
     drop(op);
 }
