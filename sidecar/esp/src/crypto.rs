@@ -61,6 +61,13 @@ pub(crate) struct SaCrypto {
     aead: Box<dyn Aead>,
 }
 
+impl Drop for SaCrypto {
+    /// The salt is key material (the AEAD zeroizes its own round keys).
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.salt);
+    }
+}
+
 impl SaCrypto {
     pub fn new(spi: u32, cipher: Cipher, salt: [u8; SALT_LEN], aead: Box<dyn Aead>) -> Self {
         SaCrypto {
