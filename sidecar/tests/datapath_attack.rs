@@ -98,6 +98,29 @@ fn injected_esp_is_dropped_and_counted_while_tcp_continues() {
     assert!(delta[1] + delta[3] >= 15, "truncated counted: {delta:?}");
     assert!(delta[2] >= 5, "unknown SPIs counted: {delta:?}");
 
+    // Forged SPIs naming node 2 under other generations: each would need a
+    // key derivation; after a failed one the receiver backs off, so a burst
+    // buys only a few.
+    let before = ["auth_failed", "unknown_spi"].map(|r| drops(&mesh, 0, r));
+    let forged: Vec<Vec<u8>> = (0..200u32)
+        .map(|k| {
+            let mut t = sample[0].clone();
+            let spi = 0x4000_0000 | ((1 + k % 63) << 24) | 2;
+            t[esp..esp + 4].copy_from_slice(&spi.to_be_bytes());
+            t
+        })
+        .collect();
+    assert_eq!(inject(&mesh.topo.underlay_ns, "br0", forged), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let after = ["auth_failed", "unknown_spi"].map(|r| drops(&mesh, 0, r));
+    let (derived, refused) = (after[0] - before[0], after[1] - before[1]);
+    eprintln!("forged SPIs: {derived} derived, {refused} refused without derivation");
+    assert_eq!(derived + refused, 200, "all forged SPIs counted");
+    assert!(
+        derived <= 100,
+        "{derived} of 200 forged SPIs cost a key derivation"
+    );
+
     let echoed = stream
         .join()
         .unwrap()

@@ -3,6 +3,7 @@
 //! this layer picks the SA, enforces policy (strict, anti-spoofing, MTU) and
 //! moves packets (boringtun's device/core split).
 
+mod derive_gate;
 mod keying;
 pub mod packet;
 mod peers;

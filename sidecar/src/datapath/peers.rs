@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use meshsec_esp::key_schedule::KeyPair;
 use meshsec_esp::{InboundSa, OpenError, OutboundSa};
 
+use super::derive_gate::DeriveGate;
 use super::keying::{Keying, KeyingError, PeerKeys};
 use crate::cidr::{Cidr, LpmTable};
 use crate::config::Config;
@@ -31,6 +33,7 @@ pub struct Peer {
     inbound: RwLock<Vec<(u32, Arc<InboundSa>)>>,
     /// Highest generation of this peer seen authenticated.
     known_generation: AtomicU32,
+    derive_gate: DeriveGate,
 }
 
 impl Peer {
@@ -89,6 +92,7 @@ impl PeerTable {
                 keys,
                 outbound: RwLock::new(Arc::new(outbound)),
                 inbound: RwLock::new(Vec::new()),
+                derive_gate: DeriveGate::default(),
             });
         }
         metrics.sas_installed.set(peers.len() as i64);
@@ -130,8 +134,9 @@ impl PeerTable {
 
     /// Opens `buf[pkt]` with the SA for `spi`, deriving that SA first if this
     /// is the peer's first packet under a new generation. A derived SA is
-    /// cached only once a packet authenticated under it, so forged SPIs cost
-    /// one key derivation and one failed tag check, and never evict a good SA.
+    /// cached only once a packet authenticated under it, so forged SPIs never
+    /// evict a good SA, and after one that fails the peer's derivations back
+    /// off (see [`DeriveGate`]).
     pub fn open(
         &self,
         peer: &Peer,
@@ -148,13 +153,24 @@ impl PeerTable {
         if let Some((_, sa)) = list.iter().find(|(s, _)| *s == spi) {
             return sa.open(buf, pkt);
         }
+        let now = Instant::now();
+        if !peer.derive_gate.allows(now) {
+            return Err(OpenError::UnknownSpi);
+        }
         let known = peer.known_generation.load(Ordering::Relaxed);
         let generation = crate::generation::infer(known, gen_bits).ok_or(OpenError::UnknownSpi)?;
-        let sa = self
+        let opened = self
             .keying
             .inbound(&peer.keys, generation)
-            .map_err(|_| OpenError::UnknownSpi)?;
-        let out = sa.open(buf, pkt)?;
+            .map_err(|_| OpenError::UnknownSpi)
+            .and_then(|sa| sa.open(buf, pkt).map(|out| (sa, out)));
+        let (sa, out) = match opened {
+            Ok(ok) => ok,
+            Err(e) => {
+                peer.derive_gate.failed(now);
+                return Err(e);
+            }
+        };
         if list.len() == INBOUND_PER_PEER {
             list.remove(0);
         }
