@@ -141,7 +141,9 @@ impl OutboundSa {
             .saturating_sub(1)
     }
 
-    /// Plaintext bytes sealed so far (the protected payload, before padding).
+    /// Plaintext bytes protected so far: the upper-layer payload in
+    /// transport mode, the whole inner packet in tunnel mode (no padding,
+    /// headers or ICV).
     pub fn bytes_sent(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -196,9 +198,10 @@ impl OutboundSa {
         let seq = self.take_seq()?;
         buf.copy_within(start..start + hdr_len, new_start);
         let esp_at = new_start + hdr_len + self.encap.header_len();
-        let ct_end = self.protect(buf, esp_at, payload, ip.protocol, seq)?;
+        let protected = payload.len();
+        self.protect(buf, esp_at, payload, ip.protocol, seq)?;
         self.finish_headers(buf, new_start, ip.family, ip.next_header_at, esp_at, end)?;
-        self.count(ct_end - esp_at);
+        self.count(protected);
         Ok(new_start..end)
     }
 
@@ -227,13 +230,14 @@ impl OutboundSa {
         write_outer(&mut buf[new_start..], src, dst, tos);
         let esp_at = new_start + outer_len + self.encap.header_len();
         let next_header = inner.ip_protocol();
-        let ct_end = self.protect(buf, esp_at, payload, next_header, seq)?;
+        let protected = payload.len();
+        self.protect(buf, esp_at, payload, next_header, seq)?;
         let nh_at = match outer {
             Family::V4 => 9,
             Family::V6 => 6,
         };
         self.finish_headers(buf, new_start, outer, nh_at, esp_at, end)?;
-        self.count(ct_end - esp_at);
+        self.count(protected);
         Ok(new_start..end)
     }
 
@@ -262,7 +266,7 @@ impl OutboundSa {
     }
 
     /// Writes ESP header, IV and trailer around `payload`, then encrypts
-    /// (or authenticates) it. Returns the end of the ciphertext.
+    /// (or authenticates) it.
     fn protect(
         &self,
         buf: &mut [u8],
@@ -270,7 +274,7 @@ impl OutboundSa {
         payload: Range<usize>,
         next_header: u8,
         seq: u64,
-    ) -> Result<usize, SealError> {
+    ) -> Result<(), SealError> {
         let pad = esp::pad_len(payload.len());
         let mut at = payload.end;
         for i in 1..=pad {
@@ -284,7 +288,7 @@ impl OutboundSa {
         self.crypto
             .seal(buf, esp_at, ct_end, seq)
             .map_err(|_| SealError::Crypto)?;
-        Ok(ct_end)
+        Ok(())
     }
 
     /// Sets the protocol / next header to ESP or UDP, writes the UDP

@@ -159,6 +159,32 @@ fn sequence_never_wraps() {
 }
 
 #[test]
+fn counters_count_packets_and_protected_bytes() {
+    let tunnel = Some(("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()));
+    for (mode, tunnel) in [(Mode::Transport, None), (Mode::Tunnel, tunnel)] {
+        let (out, _) = pair(
+            Backend::default(),
+            meshsec_esp::Cipher::Aes128Gcm,
+            mode,
+            Encap::None,
+            tunnel,
+        );
+        let mut want = 0;
+        for n in [0usize, 1, 100, 1400] {
+            let p = ipv4_packet(17, &vec![1; n]);
+            let (mut buf, r) = framed(&p);
+            out.seal(&mut buf, r).unwrap();
+            want += if mode == Mode::Tunnel { p.len() } else { n } as u64;
+        }
+        assert_eq!(out.packets_sent(), 4);
+        assert_eq!(out.bytes_sent(), want, "{mode:?}");
+        assert!(!out.needs_rekey());
+        out.set_soft_limits(u64::MAX, want);
+        assert!(out.needs_rekey());
+    }
+}
+
+#[test]
 fn esn_high_bits_cross_2_pow_32() {
     for (cipher, mode, encap, tunnel) in configs() {
         let (out, inb) = pair(Backend::default(), cipher, mode, encap, tunnel);
