@@ -138,6 +138,10 @@ pub struct DatapathOptions {
     pub rule_priority: u32,
     /// Metric of the fail-closed blackhole routes (above the TUN routes).
     pub blackhole_metric: u32,
+    /// TUN offload (IFF_VNET_HDR + TUNSETOFFLOAD): TCP super-packets are
+    /// read and split into segments before sealing, and opened segments of
+    /// one flow are written back coalesced. See docs/datapath.md.
+    pub offload: bool,
 }
 
 impl Default for DatapathOptions {
@@ -149,6 +153,7 @@ impl Default for DatapathOptions {
             local_table: 2481,
             rule_priority: 100,
             blackhole_metric: 4000,
+            offload: true,
         }
     }
 }

@@ -54,7 +54,12 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or(1),
         n => n,
     };
-    let devices = tun::open(&cfg.datapath.device, cfg.tunnel.mtu, queues)?;
+    let devices = tun::open(
+        &cfg.datapath.device,
+        cfg.tunnel.mtu,
+        queues,
+        cfg.datapath.offload,
+    )?;
     let index = nl.ifindex(&cfg.datapath.device).await?;
     let workers = dp
         .spawn(devices, cfg.tunnel.mtu, cfg.tunnel.strict)
