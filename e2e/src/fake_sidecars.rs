@@ -417,7 +417,8 @@ impl Scope {
     }
 }
 
-/// Build `meshsec-operator` once per test process and return its path.
+/// Build `meshsec-operator` once per test process and return its path
+/// (`MESHSEC_OPERATOR_BIN` overrides: use that binary, build nothing).
 ///
 /// # Errors
 /// cargo failed; the message has its output.
@@ -429,6 +430,9 @@ pub fn operator_binary(release: bool) -> Result<PathBuf, String> {
 }
 
 fn build_operator(release: bool) -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("MESHSEC_OPERATOR_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root()).args([
@@ -439,6 +443,16 @@ fn build_operator(release: bool) -> Result<PathBuf, String> {
         "--bin",
         "meshsec-operator",
     ]);
+    // `cargo test` exports CARGO_PKG_*, CARGO_MANIFEST_DIR, ... to the test;
+    // build scripts that watch such variables would rerun and rebuild the
+    // whole dependency tree. Give the inner cargo a clean environment.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let keep = matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if !keep && (key.starts_with("CARGO_") || key == "OUT_DIR") {
+            cmd.env_remove(&key);
+        }
+    }
     if release {
         cmd.arg("--release");
     }
