@@ -554,3 +554,130 @@ async fn cleanup(t: &IPsecTunnel, ctx: &Context) -> Result<Action> {
 fn is_not_found(e: Option<&kube::Error>) -> bool {
     matches!(e, Some(kube::Error::Api(s)) if s.code == 404)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::rotation::{NodeAck, Rotation, Stamp, Trigger};
+
+    fn ack(e: u64) -> NodeAck {
+        NodeAck {
+            published: Some(e),
+            installed: Some(e),
+            active: Some(e),
+            usage: None,
+        }
+    }
+
+    fn state(members: &[&str]) -> TunnelState {
+        let mut s = TunnelState::initial(Stamp(0));
+        s.members = members.iter().map(|m| (*m).to_string()).collect();
+        s
+    }
+
+    fn members(nodes: &[(&str, NodeAck)], unhealthy: &[&str]) -> Members {
+        Members {
+            eligible: nodes
+                .iter()
+                .map(|(n, a)| ((*n).to_string(), a.clone()))
+                .collect(),
+            unhealthy: unhealthy.iter().map(|n| (*n).to_string()).collect(),
+        }
+    }
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(1_700_000_000).unwrap())
+    }
+
+    fn get<'a>(st: &'a IPsecTunnelStatus, kind: &str) -> &'a meshsec_crds::Condition {
+        conditions::find_condition(&st.conditions, kind).unwrap()
+    }
+
+    #[test]
+    fn ready_counts_healthy_members_with_the_sending_epoch_installed() {
+        let s = state(&["a", "b", "c"]);
+        let m = members(
+            &[("a", ack(1)), ("b", ack(1)), ("c", NodeAck::default())],
+            &["b"],
+        );
+        assert_eq!(
+            ready_nodes(&s, &m),
+            1,
+            "b unhealthy, c has nothing installed"
+        );
+    }
+
+    #[test]
+    fn conditions_say_what_is_wrong() {
+        let s = state(&["a"]);
+        // "b" is eligible but not a member: it never acknowledged.
+        let m = members(&[("a", ack(1)), ("b", NodeAck::default())], &[]);
+        let mut st = IPsecTunnelStatus::default();
+        set_conditions(&mut st, &s, &m, 2, 1, Some(3), now());
+        let ready = get(&st, conditions::tunnel::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NodesNotReady")
+        );
+        assert_eq!(ready.message, "1/2 nodes ready on epoch 1");
+        let degraded = get(&st, conditions::tunnel::DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "NodeAckTimeout")
+        );
+        assert!(degraded.message.contains('b'), "{}", degraded.message);
+        assert_eq!(get(&st, conditions::tunnel::CONFLICT).status, "False");
+        assert_eq!(ready.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn rotating_condition_names_the_trigger_and_phase() {
+        let mut s = state(&["a"]);
+        s.rotation = Some(Rotation {
+            to: 2,
+            phase: RotatingPhase::Install,
+            since: Stamp(5),
+            reason: Trigger::MemberLeft,
+            members: BTreeSet::from(["a".to_string()]),
+        });
+        let m = members(&[("a", ack(1))], &[]);
+        let mut st = IPsecTunnelStatus::default();
+        set_conditions(&mut st, &s, &m, 1, 1, None, now());
+        let rot = get(&st, conditions::tunnel::ROTATING);
+        assert_eq!(
+            (rot.status.as_str(), rot.reason.as_str()),
+            ("True", "MemberLeft")
+        );
+        assert_eq!(rot.message, "rotating to epoch 2 (phase Install)");
+        assert_eq!(get(&st, conditions::tunnel::READY).reason, "AllNodesReady");
+    }
+
+    #[test]
+    fn recomputing_identical_conditions_changes_nothing() {
+        // The zero-writes-when-idle rule: a later reconcile with the same
+        // facts must produce an identical status (transition times kept).
+        let s = state(&["a"]);
+        let m = members(&[("a", ack(1))], &[]);
+        let mut st = IPsecTunnelStatus::default();
+        set_conditions(&mut st, &s, &m, 1, 1, Some(1), now());
+        let before = st.clone();
+        let later = Time(Timestamp::from_second(1_700_000_999).unwrap());
+        set_conditions(&mut st, &s, &m, 1, 1, Some(1), later);
+        assert_eq!(st, before);
+    }
+
+    #[test]
+    fn empty_selection_is_reported() {
+        let mut st = IPsecTunnelStatus::default();
+        set_conditions(&mut st, &state(&[]), &Members::default(), 0, 0, None, now());
+        let ready = get(&st, conditions::tunnel::READY);
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("NoMatchingNodes", "nodeSelector matches no node")
+        );
+    }
+}
