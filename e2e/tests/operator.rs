@@ -729,3 +729,74 @@ async fn an_idle_cluster_sees_zero_api_writes_from_the_operator_over_60_s() {
     sidecars.stop().await;
     drop(op);
 }
+
+#[tokio::test]
+async fn a_node_missing_the_ack_timeout_is_evicted_reported_and_rejoins_when_it_catches_up() {
+    let (client, guard) = setup("op-ack").await;
+    let scope = &guard.0;
+    let tunnel = format!("{}-t", scope.id);
+    let labels = pool(scope, "a");
+    create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "5s").await;
+    let names = node_names(&scope.id, 3);
+    let sidecars = FakeSidecars::start(&client, &scope.id, &tunnel, names.clone(), &labels)
+        .await
+        .unwrap();
+    let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &options(scope, 10)).unwrap();
+    wait_tunnel(
+        &client,
+        &tunnel,
+        Duration::from_secs(60),
+        "epoch 1 ready",
+        stable_ready(1, 3),
+    )
+    .await;
+
+    let hung = names[1].clone();
+    sidecars.freeze([&hung]);
+    request_rotation(&client, &tunnel, "ack").await;
+    let t = wait_tunnel(
+        &client,
+        &tunnel,
+        Duration::from_secs(60),
+        "epoch 2 without the hung node",
+        |s| s.epoch == 2 && s.phase == RotationPhase::Stable,
+    )
+    .await;
+    let st = t.status.unwrap();
+    assert!(
+        !st.members.contains(&hung),
+        "evicted from epoch 2: {:?}",
+        st.members
+    );
+    assert_eq!(st.nodes_ready, 2);
+    let degraded = cond(&st, conditions::tunnel::DEGRADED).unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "NodeAckTimeout")
+    );
+    assert!(degraded.message.contains(&hung), "{}", degraded.message);
+    let evs = events(&client, &tunnel).await;
+    assert!(
+        evs.iter().any(|(r, m, _)| r == "NodeAckTimeout"
+            && m.contains(&hung)
+            && m.contains("phase Prepare")),
+        "{evs:#?}"
+    );
+
+    // The sidecar recovers: it catches up and rejoins without a rotation.
+    sidecars.thaw_all();
+    let t = wait_tunnel(
+        &client,
+        &tunnel,
+        Duration::from_secs(30),
+        "the node rejoined",
+        |s| s.members.contains(&hung) && !is_true(s, conditions::tunnel::DEGRADED),
+    )
+    .await;
+    assert_eq!(t.status.unwrap().epoch, 2, "rejoining needs no rotation");
+    assert_eq!(count(&events(&client, &tunnel).await, "RotationStarted"), 1);
+
+    delete_tunnel_and_wait(&client, &tunnel).await;
+    sidecars.stop().await;
+    drop(op);
+}
