@@ -165,6 +165,19 @@ fn mtu_errors_and_bulk_tcp_without_fragments() {
     }
     assert!(mesh.metric(0, "meshsec_datapath_drops_mtu_total") >= 2);
 
+    // The sidecar writes sealed ESP-in-UDP as UDP GSO super-packets; a veth
+    // carries those unsegmented (a capture would see 64 KiB "frames" no
+    // wire ever does). Segment at the nodes' underlay interfaces, as a NIC
+    // without UDP segmentation offload does, so the capture sees the frames
+    // that would be on the wire.
+    for node in &mesh.topo.nodes {
+        meshsec_e2e::topology::Topology::exec(
+            &node.ns,
+            "ethtool",
+            &["-K", "eth0", "tx-udp-segmentation", "off"],
+        )
+        .unwrap();
+    }
     let cap = common::capture::Capture::start_snaplen(
         &mesh.topo.underlay_ns,
         "br0",

@@ -7,6 +7,7 @@ mod derive_gate;
 mod keying;
 pub mod packet;
 mod peers;
+mod udp_gso;
 mod worker;
 
 use std::sync::Arc;

@@ -2,8 +2,10 @@
 //! one packet, or (with offload) a TCP super-packet that tun-rs splits into
 //! MTU-sized segments; every segment is decided, sealed or opened in place
 //! in its own buffer (with the ESP core's headroom and tailroom). Sealed
-//! packets are written at once, one per write, so the underlay only ever
-//! carries packets of at most the underlay MTU. Everything else (opened
+//! ESP-in-UDP packets of one read are coalesced into UDP GSO super-packets
+//! (see `udp_gso`: the kernel cuts them back at the sealed packets'
+//! boundaries, so the underlay never carries more than the underlay MTU);
+//! other sealed packets are written one per write. Everything else (opened
 //! packets, ICMP errors, handed-back plaintext) is copied into a write
 //! batch; when the queue is empty or the batch full, tun-rs `send_multiple`
 //! writes it, coalescing opened TCP segments of one flow into one GSO
@@ -20,6 +22,7 @@ use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::Shared;
 use super::packet::{self, IpSummary};
+use super::udp_gso::UdpGso;
 use crate::metrics::{Counters, DropReason};
 
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
@@ -64,6 +67,8 @@ pub struct Worker {
     gro: GROTable,
     /// The queue carries virtio-net headers (offload on).
     vnet: bool,
+    /// Sealed ESP-in-UDP being coalesced; None without USO.
+    uso: Option<UdpGso>,
     icmp: Vec<u8>,
     /// Largest plaintext packet that still fits the underlay MTU sealed.
     max_plain_v4: usize,
@@ -97,6 +102,7 @@ impl Worker {
             queued: 0,
             gro: GROTable::default(),
             vnet: dev.tcp_gso(),
+            uso: dev.udp_gso().then(UdpGso::new),
             icmp: vec![0; 1280],
             strict,
             dev,
@@ -155,6 +161,16 @@ impl Worker {
             }
         }
         self.segs = segs;
+        self.flush_sealed();
+    }
+
+    fn flush_sealed(&mut self) {
+        let Some(gso) = self.uso.as_mut().filter(|g| !g.is_empty()) else {
+            return;
+        };
+        if let Err(e) = self.dev.send(gso.finish()) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
     }
 
     fn enqueue(&mut self, pkt: &[u8]) {
@@ -169,7 +185,16 @@ impl Worker {
 
     /// Writes one sealed packet, with an all-zero virtio-net header (no GSO,
     /// checksums complete) in the room SEG_OFFSET left in front of it.
-    fn send_sealed(&self, seg: &mut [u8], r: Range<usize>) {
+    fn send_sealed(&mut self, seg: &mut [u8], r: Range<usize>) {
+        if let Some(gso) = self.uso.as_mut() {
+            if gso.push(&seg[r.clone()]) {
+                return;
+            }
+            self.flush_sealed();
+            if self.uso.as_mut().is_some_and(|g| g.push(&seg[r.clone()])) {
+                return;
+            }
+        }
         let start = if self.vnet {
             // seal() grows the packet by at most HEADROOM at the front.
             let Some(start) = r.start.checked_sub(VIRTIO_NET_HDR_LEN) else {
