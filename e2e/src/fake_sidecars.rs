@@ -35,7 +35,16 @@ use crate::kube::{kubectl_raw, repo_root};
 pub const SCOPE_LABEL: &str = "meshsec.io/test";
 
 /// How many API calls the harness keeps in flight.
+/// (`MESHSEC_FAKE_CONCURRENCY` overrides, for the bench.)
 const CONCURRENCY: usize = 48;
+
+fn concurrency() -> usize {
+    std::env::var("MESHSEC_FAKE_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(CONCURRENCY)
+}
 
 /// Harness failures.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +159,7 @@ impl FakeSidecars {
         let ipsec: Api<IPsecNode> = Api::all(client.clone());
         stream::iter(names.iter().enumerate())
             .map(|(i, name)| create_node(&nodes, &ipsec, scope, name, i, labels))
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(concurrency())
             .try_collect::<Vec<()>>()
             .await?;
         let mut s = FakeSidecars {
@@ -327,7 +336,7 @@ async fn react(
                         .map(|_| (n, want))
                 }
             })
-            .buffer_unordered(CONCURRENCY)
+            .buffer_unordered(concurrency())
             .filter_map(|r| async move { r })
             .collect()
             .await;
