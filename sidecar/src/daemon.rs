@@ -61,6 +61,11 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         cfg.datapath.offload,
     )?;
     let index = nl.ifindex(&cfg.datapath.device).await?;
+    if cfg.datapath.offload {
+        nl.set_gso_max_segs(index, crate::datapath::MAX_SEGMENTS)
+            .await
+            .context("capping TUN super-packet segments")?;
+    }
     let workers = dp
         .spawn(devices, cfg.tunnel.mtu, cfg.tunnel.strict)
         .context("starting workers")?;

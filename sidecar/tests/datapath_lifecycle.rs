@@ -204,3 +204,35 @@ fn mtu_errors_and_bulk_tcp_without_fragments() {
     );
     assert!(packets.iter().filter(|p| p.kind == Kind::UdpEsp).count() > 50_000);
 }
+
+/// A tiny MSS makes the pod's TCP hand the TUN super-packets of hundreds of
+/// segments; the sidecar caps the TUN's gso_max_segs at what a worker can
+/// split, so the kernel segments those in software and the stream flows
+/// (without the cap every such super-packet was dropped and TCP stalled).
+#[test]
+fn bulk_tcp_with_tiny_mss_flows() {
+    let _s = serial();
+    let mesh = Mesh::new("");
+    let server = mesh.pod_ns(1);
+    // The server advertises MSS 88: the client's segments carry 88 bytes.
+    let out = meshsec_e2e::topology::Topology::exec(
+        &server,
+        "ip",
+        &[
+            "route",
+            "change",
+            "default",
+            "via",
+            "10.77.2.1",
+            "advmss",
+            "88",
+        ],
+    )
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let total = 4 * 1024 * 1024;
+    let got = tcp_bulk(&mesh.pod_ns(0), &server, mesh.pod_ip(1, false), 7401, total);
+    assert!(got >= total, "received {got} of {total}");
+    assert_eq!(mesh.metric(1, "meshsec_datapath_drops_malformed_total"), 0);
+    assert_eq!(mesh.metric(0, "meshsec_datapath_drops_malformed_total"), 0);
+}

@@ -23,6 +23,10 @@ use crate::metrics::Metrics;
 pub use keying::KeyingError;
 use peers::PeerTable;
 
+/// Most segments in one TUN super-packet a worker can split (its segment
+/// buffers); the device's gso_max_segs must not exceed it.
+pub const MAX_SEGMENTS: u32 = 64;
+
 /// State shared by all workers.
 #[derive(Debug)]
 pub struct Shared {

@@ -28,9 +28,10 @@ use crate::metrics::{Counters, DropReason};
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
 /// a 64 KiB device MTU.
 const MAX_PACKET: usize = 65535;
-/// Segment buffers per read: a 64 KiB TCP super-packet split at a 1280-byte
-/// (IPv6 minimum) MTU is at most ~53 segments.
-const SEGMENTS: usize = 64;
+/// Segment buffers per read. The daemon caps the TUN's gso_max_segs at this
+/// ([`super::MAX_SEGMENTS`]), so a super-packet never has more segments
+/// (a small MSS makes the kernel segment in software first).
+const SEGMENTS: usize = super::MAX_SEGMENTS as usize;
 /// Packets per write batch; reads stop when another full split might not fit.
 const BATCH: usize = 2 * SEGMENTS;
 /// Where a packet starts in a write-batch buffer: send_multiple puts the

@@ -75,6 +75,24 @@ impl Netlink {
         }
     }
 
+    /// Caps how many segments one GSO super-packet handed to device `index`
+    /// may carry; the kernel segments larger ones in software first. The
+    /// workers split each super-packet into a fixed number of buffers.
+    pub async fn set_gso_max_segs(&self, index: u32, segs: u32) -> Result<(), NetlinkError> {
+        let mut msg = rtnetlink::packet_route::link::LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes
+            .push(rtnetlink::packet_route::link::LinkAttribute::GsoMaxSegs(
+                segs,
+            ));
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(req(format!("link set gso_max_segs {segs}")))
+    }
+
     /// Makes the kernel match `plan` within `scope`: adds what is missing,
     /// deletes what is ours but not planned, leaves the rest untouched.
     pub async fn reconcile(

@@ -338,6 +338,8 @@ pub fn tcp_bulk(client_ns: &str, server_ns: &str, dst: IpAddr, port: u16, bytes:
     netns::in_ns(client_ns, move || {
         let mut s = TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))
             .unwrap();
+        // A stalled path fails the test instead of hanging it.
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut chunk = MARKER.repeat(64 * 1024 / MARKER.len());
         chunk.resize(64 * 1024, b'.');
         let mut sent = 0u64;
