@@ -7,6 +7,7 @@ mod derive_gate;
 mod keying;
 pub mod packet;
 mod peers;
+mod tcp_gro;
 mod udp_gso;
 mod worker;
 

@@ -1,16 +1,15 @@
 //! One worker per TUN queue. A round drains the queue: each read yields
-//! one packet, or (with offload) a TCP super-packet that tun-rs splits into
-//! MTU-sized segments; every segment is decided, sealed or opened in place
-//! in its own buffer (with the ESP core's headroom and tailroom). Sealed
-//! ESP-in-UDP packets of one read are coalesced into UDP GSO super-packets
-//! (see `udp_gso`: the kernel cuts them back at the sealed packets'
-//! boundaries, so the underlay never carries more than the underlay MTU);
-//! other sealed packets are written one per write. Everything else (opened
-//! packets, ICMP errors, handed-back plaintext) is copied into a write
-//! batch; when the queue is empty or the batch full, tun-rs `send_multiple`
-//! writes it, coalescing opened TCP segments of one flow into one GSO
-//! super-packet: one kernel traversal instead of one per segment. Worker
-//! buffers are allocated once.
+//! one packet, or (with offload) a TCP/UDP super-packet that tun-rs splits
+//! into MTU-sized segments; every segment is decided, sealed or opened in
+//! place in its own buffer (with the ESP core's headroom and tailroom).
+//! With offload, writes are coalesced: sealed ESP-in-UDP of one flow into
+//! a UDP GSO super-packet per read (`udp_gso`: the kernel cuts it back at
+//! the sealed packets' boundaries, so the underlay never carries more than
+//! the underlay MTU), and consecutive opened TCP segments of one flow into
+//! a TSO super-packet (`tcp_gro`) written when the flow breaks, the queue
+//! is empty or it is full: one kernel traversal instead of one per
+//! segment. Everything else is written on its own. Worker buffers are
+//! allocated once; nothing is allocated per packet.
 
 use std::io::ErrorKind;
 use std::net::IpAddr;
@@ -18,10 +17,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use meshsec_esp::{Family, HEADROOM, Inbound, TAILROOM};
-use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::Shared;
 use super::packet::{self, IpSummary};
+use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
 use crate::metrics::{Counters, DropReason};
 
@@ -32,23 +32,19 @@ const MAX_PACKET: usize = 65535;
 /// ([`super::MAX_SEGMENTS`]), so a super-packet never has more segments
 /// (a small MSS makes the kernel segment in software first).
 const SEGMENTS: usize = super::MAX_SEGMENTS as usize;
-/// Packets per write batch; reads stop when another full split might not fit.
-const BATCH: usize = 2 * SEGMENTS;
-/// Where a packet starts in a write-batch buffer: send_multiple puts the
-/// virtio-net header right before it.
-const OUT_OFFSET: usize = VIRTIO_NET_HDR_LEN;
-
 /// Where a segment starts in its buffer: the ESP core's headroom, and in
-/// front of that room for the virtio-net header of a sealed packet.
+/// front of that room for the virtio-net header of a packet written from
+/// it (seal grows a packet by at most HEADROOM; open only shrinks it).
 const SEG_OFFSET: usize = VIRTIO_NET_HDR_LEN + HEADROOM;
 
 /// What to do with a packet once handled.
 enum Verdict {
-    /// Write the sealed `buf[range]` to the TUN on its own.
+    /// Write the sealed `buf[range]` (coalesced into UDP GSO if possible).
     Sealed(Range<usize>),
-    /// Write `buf[range]` back to the TUN in the next (coalescing) batch.
+    /// Write `buf[range]` back (coalesced into TSO if possible).
     Send(Range<usize>),
-    /// Write the ICMP error in the scratch buffer (`len` bytes) back.
+    /// Write the ICMP error in the scratch buffer (`len` bytes after the
+    /// virtio-net header room) back.
     Icmp(usize),
     Drop,
 }
@@ -61,15 +57,12 @@ pub struct Worker {
     /// Segments of one read, each at SEG_OFFSET with TAILROOM behind.
     segs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
-    /// The write batch: packets at OUT_OFFSET; capacity for a coalesced
-    /// 64 KiB super-packet so GRO never reallocates.
-    out: Vec<Vec<u8>>,
-    queued: usize,
-    gro: GROTable,
     /// The queue carries virtio-net headers (offload on).
     vnet: bool,
     /// Sealed ESP-in-UDP being coalesced; None without USO.
     uso: Option<UdpGso>,
+    /// Opened TCP segments being coalesced; None without offload.
+    gro: Option<TcpGro>,
     icmp: Vec<u8>,
     /// Largest plaintext packet that still fits the underlay MTU sealed.
     max_plain_v4: usize,
@@ -97,14 +90,10 @@ impl Worker {
             raw: vec![0; VIRTIO_NET_HDR_LEN + MAX_PACKET],
             segs: vec![vec![0; SEG_OFFSET + MAX_PACKET + TAILROOM]; SEGMENTS],
             sizes: vec![0; SEGMENTS],
-            out: (0..BATCH)
-                .map(|_| Vec::with_capacity(2 * OUT_OFFSET + MAX_PACKET))
-                .collect(),
-            queued: 0,
-            gro: GROTable::default(),
             vnet: dev.tcp_gso(),
             uso: dev.udp_gso().then(UdpGso::new),
-            icmp: vec![0; 1280],
+            gro: dev.tcp_gso().then(TcpGro::new),
+            icmp: vec![0; VIRTIO_NET_HDR_LEN + 1280],
             strict,
             dev,
         }
@@ -118,10 +107,10 @@ impl Worker {
             {
                 Ok(n) => self.handle_segments(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if self.queued == 0 {
-                        crate::tun::wait_readable(&self.dev)?;
+                    if self.gro.as_ref().is_some_and(|g| !g.is_empty()) {
+                        self.flush_tcp();
                     } else {
-                        self.flush();
+                        crate::tun::wait_readable(&self.dev)?;
                     }
                     continue;
                 }
@@ -139,9 +128,6 @@ impl Worker {
                 }
                 Err(e) => return Err(e),
             }
-            if self.queued + SEGMENTS > BATCH {
-                self.flush();
-            }
         }
     }
 
@@ -152,10 +138,10 @@ impl Worker {
             let verdict = self.handle(seg, SEG_OFFSET..SEG_OFFSET + len);
             match verdict {
                 Verdict::Sealed(r) => self.send_sealed(seg, r),
-                Verdict::Send(r) => self.enqueue(&seg[r]),
+                Verdict::Send(r) => self.send_plain(seg, r),
                 Verdict::Icmp(len) => {
-                    let icmp = std::mem::take(&mut self.icmp);
-                    self.enqueue(&icmp[..len]);
+                    let mut icmp = std::mem::take(&mut self.icmp);
+                    self.send_plain(&mut icmp, VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len);
                     self.icmp = icmp;
                 }
                 Verdict::Drop => {}
@@ -174,18 +160,50 @@ impl Worker {
         }
     }
 
-    fn enqueue(&mut self, pkt: &[u8]) {
-        let Some(slot) = self.out.get_mut(self.queued) else {
-            return; // unreachable: run() flushes before a batch can overflow
+    fn flush_tcp(&mut self) {
+        let Some(gro) = self.gro.as_mut().filter(|g| !g.is_empty()) else {
+            return;
         };
-        slot.clear();
-        slot.resize(OUT_OFFSET, 0);
-        slot.extend_from_slice(pkt);
-        self.queued += 1;
+        if let Err(e) = self.dev.send(gro.finish()) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
     }
 
-    /// Writes one sealed packet, with an all-zero virtio-net header (no GSO,
-    /// checksums complete) in the room SEG_OFFSET left in front of it.
+    /// Writes an opened packet, handed-back plaintext or ICMP error:
+    /// appended to the TCP super-packet in progress if it continues it;
+    /// otherwise that one is written first (order within a flow holds).
+    fn send_plain(&mut self, buf: &mut [u8], r: Range<usize>) {
+        if let Some(gro) = self.gro.as_mut() {
+            if gro.push(&buf[r.clone()]) {
+                return;
+            }
+            self.flush_tcp();
+            if self.gro.as_mut().is_some_and(|g| g.push(&buf[r.clone()])) {
+                return;
+            }
+        }
+        self.write_one(buf, r);
+    }
+
+    /// Writes `buf[r]` on its own; with offload, an all-zero virtio-net
+    /// header (no GSO, checksums complete) goes in the room in front of it.
+    fn write_one(&self, buf: &mut [u8], r: Range<usize>) {
+        let start = if self.vnet {
+            let Some(start) = r.start.checked_sub(VIRTIO_NET_HDR_LEN) else {
+                return;
+            };
+            buf[start..r.start].fill(0);
+            start
+        } else {
+            r.start
+        };
+        if let Err(e) = self.dev.send(&buf[start..r.end]) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+    }
+
+    /// Writes a sealed packet: appended to the UDP GSO super-packet in
+    /// progress if it continues it, otherwise on its own.
     fn send_sealed(&mut self, seg: &mut [u8], r: Range<usize>) {
         if let Some(gso) = self.uso.as_mut() {
             if gso.push(&seg[r.clone()]) {
@@ -196,29 +214,7 @@ impl Worker {
                 return;
             }
         }
-        let start = if self.vnet {
-            // seal() grows the packet by at most HEADROOM at the front.
-            let Some(start) = r.start.checked_sub(VIRTIO_NET_HDR_LEN) else {
-                return;
-            };
-            seg[start..r.start].fill(0);
-            start
-        } else {
-            r.start
-        };
-        if let Err(e) = self.dev.send(&seg[start..r.end]) {
-            tracing::debug!(error = %e, "TUN write failed");
-        }
-    }
-
-    fn flush(&mut self) {
-        let batch = &mut self.out[..self.queued];
-        if let Err(e) = self.dev.send_multiple(&mut self.gro, batch, OUT_OFFSET) {
-            // The kernel refused a packet (e.g. no buffer): drop it, as a
-            // router would, and keep going.
-            tracing::debug!(error = %e, "TUN write failed");
-        }
-        self.queued = 0;
+        self.write_one(seg, r);
     }
 
     fn handle(&mut self, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
@@ -348,14 +344,17 @@ impl Worker {
     ) -> Verdict {
         let mtu = max.min(usize::from(u16::MAX)) as u16;
         let r = match ip.dst {
-            IpAddr::V4(from) => {
-                meshsec_esp::path::icmp::frag_needed(original, mtu, from, &mut self.icmp)
-            }
+            IpAddr::V4(from) => meshsec_esp::path::icmp::frag_needed(
+                original,
+                mtu,
+                from,
+                &mut self.icmp[VIRTIO_NET_HDR_LEN..],
+            ),
             IpAddr::V6(from) => meshsec_esp::path::icmpv6::packet_too_big(
                 original,
                 u32::from(mtu),
                 from,
-                &mut self.icmp,
+                &mut self.icmp[VIRTIO_NET_HDR_LEN..],
             ),
         };
         counters.drop(DropReason::Mtu);

@@ -318,6 +318,15 @@ pub fn tcp_exchange(
 
 /// Sends `bytes` over TCP from `ns` to an echo-less sink; returns when the
 /// server has read them all (the server thread's result).
+/// What `tcp_bulk` sends, repeated: the marker, then a counting pattern
+/// (so a misplaced or corrupted byte is caught).
+fn bulk_chunk() -> Vec<u8> {
+    let mut chunk = MARKER.repeat(64 * 1024 / MARKER.len() / 2);
+    let counting = 64 * 1024 - chunk.len();
+    chunk.extend((0..counting).map(|i| (i % 251) as u8));
+    chunk
+}
+
 pub fn tcp_bulk(client_ns: &str, server_ns: &str, dst: IpAddr, port: u16, bytes: u64) -> u64 {
     let (tx, rx) = std::sync::mpsc::channel();
     let server = netns::in_ns(server_ns, move || {
@@ -326,11 +335,25 @@ pub fn tcp_bulk(client_ns: &str, server_ns: &str, dst: IpAddr, port: u16, bytes:
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut buf = vec![0u8; 256 * 1024];
+        let expect = bulk_chunk();
         let mut total = 0u64;
         loop {
             match s.read(&mut buf) {
                 Ok(0) | Err(_) => return total,
-                Ok(n) => total += n as u64,
+                Ok(n) => {
+                    // Content, not just length: coalescing on the way must
+                    // not reorder or corrupt bytes. Stop at the first bad one.
+                    let mut got = &buf[..n];
+                    while !got.is_empty() {
+                        let at = total as usize % expect.len();
+                        let m = got.len().min(expect.len() - at);
+                        if got[..m] != expect[at..at + m] {
+                            return total;
+                        }
+                        total += m as u64;
+                        got = &got[m..];
+                    }
+                }
             }
         }
     });
@@ -340,8 +363,7 @@ pub fn tcp_bulk(client_ns: &str, server_ns: &str, dst: IpAddr, port: u16, bytes:
             .unwrap();
         // A stalled path fails the test instead of hanging it.
         s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut chunk = MARKER.repeat(64 * 1024 / MARKER.len());
-        chunk.resize(64 * 1024, b'.');
+        let chunk = bulk_chunk();
         let mut sent = 0u64;
         while sent < bytes {
             s.write_all(&chunk).unwrap();
