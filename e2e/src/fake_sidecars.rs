@@ -423,6 +423,19 @@ impl Scope {
             ],
             None,
         );
+        // The tests' Lease is named after the scope (see OperatorOptions).
+        let lease = format!("lease-{}", self.id);
+        let _ = kubectl_raw(
+            &[
+                "-n",
+                namespace,
+                "delete",
+                "lease",
+                &lease,
+                "--ignore-not-found",
+            ],
+            None,
+        );
     }
 }
 
@@ -501,7 +514,8 @@ pub struct OperatorProcess {
 pub struct OperatorOptions {
     /// Scope selector (`--watch-selector`).
     pub selector: String,
-    /// Lease name (unique per test).
+    /// Lease name (unique per test; `lease-<scope>` is deleted by
+    /// [`Scope::cleanup`]).
     pub lease: String,
     /// Namespace of Secrets and Lease.
     pub namespace: String,
