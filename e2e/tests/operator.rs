@@ -120,6 +120,43 @@ fn is_true(st: &IPsecTunnelStatus, kind: &str) -> bool {
     conditions::is_condition_true(&st.conditions, kind)
 }
 
+/// The start most tests share: one tunnel selecting three fake sidecars'
+/// nodes, one operator, and the tunnel Stable at epoch 1 with every node
+/// ready.
+struct StableMesh {
+    tunnel: String,
+    names: Vec<String>,
+    sidecars: FakeSidecars,
+    op: OperatorProcess,
+    first: IPsecTunnel,
+}
+
+async fn stable_mesh(client: &Client, scope: &Scope, ack_timeout: &str) -> StableMesh {
+    let tunnel = format!("{}-t", scope.id);
+    let labels = pool(scope, "a");
+    create_tunnel(client, scope, &tunnel, &labels[POOL_LABEL], ack_timeout).await;
+    let names = node_names(&scope.id, 3);
+    let sidecars = FakeSidecars::start(client, &scope.id, &tunnel, names.clone(), &labels)
+        .await
+        .unwrap();
+    let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &options(scope, 10)).unwrap();
+    let first = wait_tunnel(
+        client,
+        &tunnel,
+        Duration::from_secs(60),
+        "epoch 1 ready on 3 nodes",
+        stable_ready(1, 3),
+    )
+    .await;
+    StableMesh {
+        tunnel,
+        names,
+        sidecars,
+        op,
+        first,
+    }
+}
+
 fn stable_ready(epoch: i64, nodes: i32) -> impl Fn(&IPsecTunnelStatus) -> bool {
     move |s| {
         s.epoch == epoch
@@ -219,28 +256,13 @@ async fn wait_leader(ops: &mut [OperatorProcess], timeout: Duration) -> usize {
 async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
     let (client, guard) = setup("op-rot").await;
     let scope = &guard.0;
-    let tunnel = format!("{}-t", scope.id);
-    let labels = pool(scope, "a");
-    create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "30s").await;
-    let sidecars = FakeSidecars::start(
-        &client,
-        &scope.id,
-        &tunnel,
-        node_names(&scope.id, 3),
-        &labels,
-    )
-    .await
-    .unwrap();
-    let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &options(scope, 10)).unwrap();
-
-    let t = wait_tunnel(
-        &client,
-        &tunnel,
-        Duration::from_secs(60),
-        "epoch 1 ready on 3 nodes",
-        stable_ready(1, 3),
-    )
-    .await;
+    let StableMesh {
+        tunnel,
+        sidecars,
+        op,
+        first: t,
+        ..
+    } = stable_mesh(&client, scope, "30s").await;
     assert_eq!(t.status.as_ref().unwrap().members.len(), 3);
     for n in scoped_ipsecnodes(&client, &scope.id).await.unwrap() {
         let st = n.status.unwrap();
@@ -316,22 +338,13 @@ async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
 async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
     let (client, guard) = setup("op-leave").await;
     let scope = &guard.0;
-    let tunnel = format!("{}-t", scope.id);
-    let labels = pool(scope, "a");
-    create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "30s").await;
-    let names = node_names(&scope.id, 3);
-    let sidecars = FakeSidecars::start(&client, &scope.id, &tunnel, names.clone(), &labels)
-        .await
-        .unwrap();
-    let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &options(scope, 10)).unwrap();
-    wait_tunnel(
-        &client,
-        &tunnel,
-        Duration::from_secs(60),
-        "epoch 1 ready",
-        stable_ready(1, 3),
-    )
-    .await;
+    let StableMesh {
+        tunnel,
+        names,
+        sidecars,
+        op,
+        ..
+    } = stable_mesh(&client, scope, "30s").await;
 
     let leaver = names[2].clone();
     sidecars.delete_node(&leaver).await.unwrap();
@@ -626,28 +639,13 @@ fn audited_writes(log: &str, offset: u64, agent: &str) -> Vec<(String, String)> 
 async fn an_idle_cluster_sees_zero_api_writes_from_the_operator_over_60_s() {
     let (client, guard) = setup("op-idle").await;
     let scope = &guard.0;
-    let tunnel = format!("{}-t", scope.id);
-    let labels = pool(scope, "a");
-    create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "30s").await;
-    let sidecars = FakeSidecars::start(
-        &client,
-        &scope.id,
-        &tunnel,
-        node_names(&scope.id, 3),
-        &labels,
-    )
-    .await
-    .unwrap();
+    let StableMesh {
+        tunnel,
+        sidecars,
+        op,
+        ..
+    } = stable_mesh(&client, scope, "30s").await;
     let identity = format!("{}-op", scope.id);
-    let op = OperatorProcess::spawn(&identity, &options(scope, 10)).unwrap();
-    wait_tunnel(
-        &client,
-        &tunnel,
-        Duration::from_secs(60),
-        "epoch 1 ready",
-        stable_ready(1, 3),
-    )
-    .await;
     tokio::time::sleep(Duration::from_secs(3)).await; // let in-flight work settle
 
     let audit = std::env::var("MESHSEC_AUDIT_LOG").ok();
@@ -734,22 +732,13 @@ async fn an_idle_cluster_sees_zero_api_writes_from_the_operator_over_60_s() {
 async fn a_node_missing_the_ack_timeout_is_evicted_reported_and_rejoins_when_it_catches_up() {
     let (client, guard) = setup("op-ack").await;
     let scope = &guard.0;
-    let tunnel = format!("{}-t", scope.id);
-    let labels = pool(scope, "a");
-    create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "5s").await;
-    let names = node_names(&scope.id, 3);
-    let sidecars = FakeSidecars::start(&client, &scope.id, &tunnel, names.clone(), &labels)
-        .await
-        .unwrap();
-    let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &options(scope, 10)).unwrap();
-    wait_tunnel(
-        &client,
-        &tunnel,
-        Duration::from_secs(60),
-        "epoch 1 ready",
-        stable_ready(1, 3),
-    )
-    .await;
+    let StableMesh {
+        tunnel,
+        names,
+        sidecars,
+        op,
+        ..
+    } = stable_mesh(&client, scope, "5s").await;
 
     let hung = names[1].clone();
     sidecars.freeze([&hung]);
