@@ -67,7 +67,12 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             .context("capping TUN super-packet segments")?;
     }
     let workers = dp
-        .spawn(devices, cfg.tunnel.mtu, cfg.tunnel.strict)
+        .spawn(
+            devices,
+            cfg.tunnel.mtu,
+            cfg.tunnel.strict,
+            Duration::from_micros(u64::from(cfg.datapath.busy_poll_us)),
+        )
         .context("starting workers")?;
     nl.reconcile(&plan(&cfg, true), &scope, Some(index))
         .await

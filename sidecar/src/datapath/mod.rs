@@ -9,10 +9,12 @@ pub mod packet;
 mod peers;
 mod tcp_gro;
 mod udp_gso;
+mod vnet_read;
 mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use meshsec_esp::key_schedule::KeyPair;
 use tracing::error;
@@ -72,7 +74,13 @@ impl Datapath {
     }
 
     /// Starts one worker per TUN queue; returns how many.
-    pub fn spawn(&self, queues: Vec<SyncDevice>, mtu: u16, strict: bool) -> std::io::Result<usize> {
+    pub fn spawn(
+        &self,
+        queues: Vec<SyncDevice>,
+        mtu: u16,
+        strict: bool,
+        busy_poll: Duration,
+    ) -> std::io::Result<usize> {
         let n = queues.len();
         for (i, dev) in queues.into_iter().enumerate() {
             let shared = self.shared.clone();
@@ -80,7 +88,7 @@ impl Datapath {
                 .name(format!("meshsec-q{i}"))
                 .spawn(move || {
                     let metrics = shared.metrics.clone();
-                    if let Err(e) = worker::Worker::new(shared, dev, mtu, strict).run() {
+                    if let Err(e) = worker::Worker::new(shared, dev, mtu, strict, busy_poll).run() {
                         error!(queue = i, error = %e, "datapath worker stopped");
                         // A dead queue drops its flows: report unhealthy.
                         metrics.ready.set(0);

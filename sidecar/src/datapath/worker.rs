@@ -1,6 +1,7 @@
 //! One worker per TUN queue. A round drains the queue: each read yields
-//! one packet, or (with offload) a TCP/UDP super-packet that tun-rs splits
-//! into MTU-sized segments; every segment is decided, sealed or opened in
+//! one packet, or (with offload) a TCP/UDP super-packet split into
+//! MTU-sized segments (`vnet_read`: tun-rs's split, but IPv4 ESP-in-UDP
+//! without a UDP checksum pass); every segment is decided, sealed or opened in
 //! place in its own buffer (with the ESP core's headroom and tailroom).
 //! With offload, writes are coalesced: sealed ESP-in-UDP of one flow into
 //! a UDP GSO super-packet per read (`udp_gso`: the kernel cuts it back at
@@ -15,6 +16,7 @@ use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use meshsec_esp::{Family, HEADROOM, Inbound, TAILROOM};
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -23,6 +25,7 @@ use super::Shared;
 use super::packet::{self, IpSummary};
 use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
+use super::vnet_read;
 use crate::metrics::{Counters, DropReason};
 
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
@@ -36,6 +39,10 @@ const SEGMENTS: usize = super::MAX_SEGMENTS as usize;
 /// front of that room for the virtio-net header of a packet written from
 /// it (seal grows a packet by at most HEADROOM; open only shrinks it).
 const SEG_OFFSET: usize = VIRTIO_NET_HDR_LEN + HEADROOM;
+
+/// A sleep at least this long marks the traffic as sparse, which turns
+/// on busy polling (`datapath.busyPollUs`) until the next sleep.
+const SPARSE_GAP: Duration = Duration::from_millis(1);
 
 /// What to do with a packet once handled.
 enum Verdict {
@@ -68,10 +75,47 @@ pub struct Worker {
     max_plain_v4: usize,
     max_plain_v6: usize,
     strict: bool,
+    /// How long to keep polling an empty queue after handling packets.
+    busy_poll: Duration,
+    /// This read's contribution to the totals, added once per read.
+    tally: Tally,
+}
+
+/// Packets and bytes of one read, for the total counters: one atomic add
+/// per counter and read instead of per packet (the totals are shared by
+/// all workers). Per-peer counters are still counted per packet.
+#[derive(Default)]
+struct Tally {
+    packets_in: u64,
+    bytes_in: u64,
+    packets_out: u64,
+    bytes_out: u64,
+}
+
+impl Tally {
+    fn flush(&mut self, total: &Counters) {
+        let t = std::mem::take(self);
+        for (counter, n) in [
+            (&total.packets_in, t.packets_in),
+            (&total.bytes_in, t.bytes_in),
+            (&total.packets_out, t.packets_out),
+            (&total.bytes_out, t.bytes_out),
+        ] {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+    }
 }
 
 impl Worker {
-    pub fn new(shared: Arc<Shared>, dev: SyncDevice, mtu: u16, strict: bool) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        dev: SyncDevice,
+        mtu: u16,
+        strict: bool,
+        busy_poll: Duration,
+    ) -> Self {
         let k = &shared.peers.keying;
         // Tunnel mode: the outer header's family (the endpoints') counts;
         // transport mode keeps the packet's own header.
@@ -95,22 +139,41 @@ impl Worker {
             gro: dev.tcp_gso().then(TcpGro::new),
             icmp: vec![0; VIRTIO_NET_HDR_LEN + 1280],
             strict,
+            busy_poll,
+            tally: Tally::default(),
             dev,
         }
     }
 
     pub fn run(mut self) -> std::io::Result<()> {
+        // Until when an empty queue is polled instead of slept on. Only set
+        // by rounds after a long sleep (sparse, latency-bound traffic): an
+        // idle worker never spins, and a busy one (bulk) does not either,
+        // where spinning measurably took CPU from the application and the
+        // other worker (docs/datapath.md, Latency).
+        let mut poll_until: Option<Instant> = None;
+        let mut sparse = false;
         loop {
-            match self
-                .dev
-                .recv_multiple(&mut self.raw, &mut self.segs, &mut self.sizes, SEG_OFFSET)
-            {
-                Ok(n) => self.handle_segments(n),
+            match self.read() {
+                Ok(n) => {
+                    self.handle_segments(n);
+                    if sparse {
+                        poll_until = Some(Instant::now() + self.busy_poll);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if self.gro.as_ref().is_some_and(|g| !g.is_empty()) {
                         self.flush_tcp();
+                    } else if poll_until.is_some_and(|t| Instant::now() < t) {
+                        // A sleeping thread costs ~20-125 µs to wake on
+                        // this class of VM; yielding lets any runnable
+                        // thread (the peer's worker, the application) run.
+                        std::thread::yield_now();
                     } else {
+                        poll_until = None;
+                        let asleep = Instant::now();
                         crate::tun::wait_readable(&self.dev)?;
+                        sparse = !self.busy_poll.is_zero() && asleep.elapsed() >= SPARSE_GAP;
                     }
                     continue;
                 }
@@ -131,11 +194,33 @@ impl Worker {
         }
     }
 
+    /// One read, split into `self.segs`.
+    fn read(&mut self) -> std::io::Result<usize> {
+        if self.vnet {
+            let port = self.shared.peers.keying.udp_port();
+            vnet_read::read(
+                &self.dev,
+                &mut self.raw,
+                &mut self.segs,
+                &mut self.sizes,
+                SEG_OFFSET,
+                port,
+            )
+        } else {
+            self.dev
+                .recv_multiple(&mut self.raw, &mut self.segs, &mut self.sizes, SEG_OFFSET)
+        }
+    }
+
     fn handle_segments(&mut self, n: usize) {
+        // One reference count change per read, not per packet: the count
+        // is shared by all workers, and its cache line bouncing between
+        // CPUs was a quarter of this loop's own samples (profile).
+        let shared = self.shared.clone();
         let mut segs = std::mem::take(&mut self.segs);
         for (i, seg) in segs.iter_mut().enumerate().take(n) {
             let len = self.sizes[i];
-            let verdict = self.handle(seg, SEG_OFFSET..SEG_OFFSET + len);
+            let verdict = self.handle(&shared, seg, SEG_OFFSET..SEG_OFFSET + len);
             match verdict {
                 Verdict::Sealed(r) => self.send_sealed(seg, r),
                 Verdict::Send(r) => self.send_plain(seg, r),
@@ -149,6 +234,7 @@ impl Worker {
         }
         self.segs = segs;
         self.flush_sealed();
+        self.tally.flush(&shared.metrics.total);
     }
 
     fn flush_sealed(&mut self) {
@@ -217,21 +303,20 @@ impl Worker {
         self.write_one(seg, r);
     }
 
-    fn handle(&mut self, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
-        let shared = self.shared.clone();
+    fn handle(&mut self, shared: &Shared, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
         let class = match shared.peers.keying.udp_port() {
             Some(port) => meshsec_esp::classify_with_port(&buf[pkt.clone()], port),
             None => meshsec_esp::classify_with_port(&buf[pkt.clone()], 0),
         };
         match class {
             Ok(Inbound::Esp { spi, .. }) | Ok(Inbound::UdpEsp { spi, .. }) => {
-                self.inbound(&shared, buf, spi, pkt)
+                self.inbound(shared, buf, spi, pkt)
             }
             Ok(Inbound::NatKeepalive) => Verdict::Drop,
             Ok(Inbound::NotEsp) | Err(meshsec_esp::OpenError::NotEsp) => {
-                self.outbound(&shared, buf, pkt)
+                self.outbound(shared, buf, pkt)
             }
-            Err(e) => drop_as(&shared.unattributed, &shared, DropReason::from_open(&e)),
+            Err(e) => drop_as(&shared.unattributed, shared, DropReason::from_open(&e)),
         }
     }
 
@@ -251,10 +336,10 @@ impl Worker {
             return drop_as(&peer.counters, shared, DropReason::Spoofed);
         }
         let len = plain.len() as u64;
-        for c in [&peer.counters, &shared.metrics.total] {
-            c.packets_in.inc();
-            c.bytes_in.inc_by(len);
-        }
+        peer.counters.packets_in.inc();
+        peer.counters.bytes_in.inc_by(len);
+        self.tally.packets_in += 1;
+        self.tally.bytes_in += len;
         Verdict::Send(plain)
     }
 
@@ -290,10 +375,10 @@ impl Worker {
         let len = pkt.len() as u64;
         match sa.seal(buf, pkt) {
             Ok(sealed) => {
-                for c in [&peer.counters, &shared.metrics.total] {
-                    c.packets_out.inc();
-                    c.bytes_out.inc_by(len);
-                }
+                peer.counters.packets_out.inc();
+                peer.counters.bytes_out.inc_by(len);
+                self.tally.packets_out += 1;
+                self.tally.bytes_out += len;
                 if sa.needs_rekey() {
                     shared.request_rekey();
                 }

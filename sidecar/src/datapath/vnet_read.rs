@@ -1,0 +1,302 @@
+//! One TUN read with its virtio-net header, split into segments: what
+//! tun-rs `recv_multiple` does, except for IPv4 ESP-in-UDP. RFC 3948 §2.1
+//! lets IPv4 ESP-in-UDP carry a zero UDP checksum and its receiver skip
+//! verifying it (the ESP ICV authenticates the payload), and these
+//! datagrams end in this process (opened, or dropped and counted). So
+//! their super-packets are split without a checksum pass over every
+//! datagram, which tun-rs would compute; the UDP checksum is set to 0.
+//! IPv6 ESP-in-UDP keeps tun-rs's split: a zero checksum is not allowed
+//! there. Everything else (TCP super-packets, other UDP) goes through
+//! tun-rs's split unchanged.
+
+use std::io;
+
+use tun_rs::{SyncDevice, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
+
+const GSO_NONE: u8 = 0;
+const F_NEEDS_CSUM: u8 = 1;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HDR: usize = 8;
+
+/// Reads one packet or super-packet from `dev` into `raw` and splits it
+/// into `segs` (each at `offset`), returning how many. An error without an
+/// OS error code means the read was unusable (bad virtio header or
+/// headers); the caller drops it.
+pub fn read(
+    dev: &SyncDevice,
+    raw: &mut [u8],
+    segs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    offset: usize,
+    esp_port: Option<u16>,
+) -> io::Result<usize> {
+    let len = dev.recv(raw)?;
+    if len <= VIRTIO_NET_HDR_LEN {
+        return Err(io::Error::other(
+            "TUN read shorter than the virtio-net header",
+        ));
+    }
+    let hdr = VirtioNetHdr::decode(&raw[..VIRTIO_NET_HDR_LEN])?;
+    split(
+        hdr,
+        &mut raw[VIRTIO_NET_HDR_LEN..len],
+        segs,
+        sizes,
+        offset,
+        esp_port,
+    )
+}
+
+/// Splits `pkt` as described by `hdr` (see [`read`]).
+pub fn split(
+    mut hdr: VirtioNetHdr,
+    pkt: &mut [u8],
+    segs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    offset: usize,
+    esp_port: Option<u16>,
+) -> io::Result<usize> {
+    let esp_v4 = esp_port.and_then(|port| esp_in_udp_v4(pkt, port));
+    if hdr.gso_type == GSO_NONE {
+        if hdr.flags & F_NEEDS_CSUM != 0 {
+            match esp_v4 {
+                Some(iph) => pkt[iph + 6..iph + 8].fill(0),
+                None => complete_checksum(pkt, hdr.csum_start, hdr.csum_offset)?,
+            }
+        }
+        let out = segs
+            .first_mut()
+            .and_then(|s| s.get_mut(offset..offset + pkt.len()))
+            .ok_or_else(|| io::Error::other("packet larger than a segment buffer"))?;
+        out.copy_from_slice(pkt);
+        sizes[0] = pkt.len();
+        return Ok(1);
+    }
+    if let Some(iph) = esp_v4.filter(|_| hdr.gso_type == VIRTIO_NET_HDR_GSO_UDP_L4) {
+        return split_udp_v4(pkt, iph, usize::from(hdr.gso_size), segs, sizes, offset);
+    }
+    // tun-rs's own read fixes hdr_len up first: the kernel may report the
+    // whole first packet there on the forwarding path.
+    let start = usize::from(hdr.csum_start);
+    let l4 = if hdr.gso_type == VIRTIO_NET_HDR_GSO_UDP_L4 {
+        UDP_HDR
+    } else {
+        let off = pkt
+            .get(start + 12)
+            .ok_or_else(|| io::Error::other("TCP header truncated"))?;
+        usize::from(off >> 4) * 4
+    };
+    if !(UDP_HDR..=60).contains(&l4) || start + l4 > pkt.len() {
+        return Err(io::Error::other("bad transport header length"));
+    }
+    hdr.hdr_len = (start + l4) as u16;
+    let is_v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
+    tun_rs::gso_split(pkt, hdr, segs, sizes, offset, is_v6)
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// IP header length if `pkt` is an unfragmented IPv4 UDP datagram to
+/// `port` (its UDP header included).
+fn esp_in_udp_v4(pkt: &[u8], port: u16) -> Option<usize> {
+    let first = *pkt.first()?;
+    let iph = usize::from(first & 0x0f) * 4;
+    let unfragmented = pkt.get(6)? & 0x3f == 0 && *pkt.get(7)? == 0;
+    let dport = u16::from_be_bytes([*pkt.get(iph + 2)?, *pkt.get(iph + 3)?]);
+    (first >> 4 == 4
+        && iph >= 20
+        && pkt[9] == IPPROTO_UDP
+        && unfragmented
+        && pkt.len() >= iph + UDP_HDR
+        && dport == port)
+        .then_some(iph)
+}
+
+/// Cuts an IPv4 UDP super-packet into datagrams of `gso_size` payload
+/// bytes (the last may be shorter), as the kernel's UDP segmentation
+/// would, but with UDP checksum 0: IP total length, identification (+1
+/// per datagram) and header checksum, and UDP length, are set per datagram.
+fn split_udp_v4(
+    pkt: &[u8],
+    iph: usize,
+    gso_size: usize,
+    segs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    offset: usize,
+) -> io::Result<usize> {
+    let hdrs = iph + UDP_HDR;
+    let payload = &pkt[hdrs..];
+    if gso_size == 0 || payload.len().div_ceil(gso_size) > segs.len() {
+        return Err(io::Error::other("UDP super-packet has too many segments"));
+    }
+    let id = u16::from_be_bytes([pkt[4], pkt[5]]);
+    let mut n = 0;
+    for (i, chunk) in payload.chunks(gso_size).enumerate() {
+        let total = hdrs + chunk.len();
+        let out = segs[i]
+            .get_mut(offset..offset + total)
+            .ok_or_else(|| io::Error::other("datagram larger than a segment buffer"))?;
+        out[..hdrs].copy_from_slice(&pkt[..hdrs]);
+        out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        out[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        out[10..12].fill(0);
+        let sum = !tun_rs::checksum(&out[..iph], 0);
+        out[10..12].copy_from_slice(&sum.to_be_bytes());
+        out[iph + 4..iph + 6].copy_from_slice(&((UDP_HDR + chunk.len()) as u16).to_be_bytes());
+        out[iph + 6..iph + 8].fill(0);
+        out[hdrs..].copy_from_slice(chunk);
+        sizes[i] = total;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// CHECKSUM_PARTIAL: the field at `start + offset` holds the pseudo-header
+/// sum; the checksum over `pkt[start..]` completes it.
+fn complete_checksum(pkt: &mut [u8], start: u16, offset: u16) -> io::Result<()> {
+    let (start, at) = (usize::from(start), usize::from(start) + usize::from(offset));
+    if at + 2 > pkt.len() {
+        return Err(io::Error::other("checksum field beyond the packet"));
+    }
+    let initial = u16::from_be_bytes([pkt[at], pkt[at + 1]]);
+    pkt[at..at + 2].fill(0);
+    let sum = !tun_rs::checksum(&pkt[start..], u64::from(initial));
+    pkt[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PORT: u16 = 4500;
+
+    /// IPv4 UDP super-packet to PORT: header + `n` payload bytes.
+    fn super_packet(n: usize) -> Vec<u8> {
+        let mut p = vec![0u8; 28 + n];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((28 + n) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0xfffeu16.to_be_bytes());
+        p[8] = 64;
+        p[9] = IPPROTO_UDP;
+        p[12..16].copy_from_slice(&[192, 168, 77, 1]);
+        p[16..20].copy_from_slice(&[192, 168, 77, 2]);
+        p[20..22].copy_from_slice(&PORT.to_be_bytes());
+        p[22..24].copy_from_slice(&PORT.to_be_bytes());
+        p[26..28].copy_from_slice(&[0xab, 0xcd]); // partial sum, must go
+        for (i, b) in p[28..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        p
+    }
+
+    fn gso_hdr(gso_size: u16) -> VirtioNetHdr {
+        VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            hdr_len: 28,
+            gso_size,
+            csum_start: 20,
+            csum_offset: 6,
+        }
+    }
+
+    fn bufs() -> (Vec<Vec<u8>>, Vec<usize>) {
+        (vec![vec![0; 4 + 2000]; 4], vec![0; 4])
+    }
+
+    #[test]
+    fn test_esp_super_packet_split_without_udp_checksum() {
+        let mut pkt = super_packet(2500);
+        let (mut segs, mut sizes) = bufs();
+        let n = split(
+            gso_hdr(1000),
+            &mut pkt,
+            &mut segs,
+            &mut sizes,
+            4,
+            Some(PORT),
+        )
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(&sizes[..3], &[1028, 1028, 528]);
+        let mut payload = Vec::new();
+        for (i, seg) in segs.iter().take(3).enumerate() {
+            let d = &seg[4..4 + sizes[i]];
+            assert_eq!(
+                u16::from_be_bytes([d[2], d[3]]) as usize,
+                sizes[i],
+                "total length"
+            );
+            assert_eq!(
+                u16::from_be_bytes([d[4], d[5]]),
+                0xfffeu16.wrapping_add(i as u16)
+            );
+            assert_eq!(
+                tun_rs::checksum(&d[..20], 0),
+                0xffff,
+                "IPv4 header checksum"
+            );
+            assert_eq!(u16::from_be_bytes([d[24], d[25]]) as usize, sizes[i] - 20);
+            assert_eq!(&d[26..28], &[0, 0], "UDP checksum zero (RFC 3948)");
+            payload.extend_from_slice(&d[28..]);
+        }
+        assert_eq!(payload, pkt[28..], "payload cut at gso_size, in order");
+    }
+
+    #[test]
+    fn test_other_udp_port_keeps_checksum() {
+        let mut pkt = super_packet(1500);
+        let (mut segs, mut sizes) = bufs();
+        let n = split(
+            gso_hdr(1000),
+            &mut pkt,
+            &mut segs,
+            &mut sizes,
+            4,
+            Some(PORT + 1),
+        )
+        .unwrap();
+        assert_eq!(n, 2);
+        for (i, seg) in segs.iter().take(2).enumerate() {
+            let d = &seg[4..4 + sizes[i]];
+            assert_ne!(&d[26..28], &[0, 0], "tun-rs computed a checksum");
+        }
+    }
+
+    #[test]
+    fn test_single_esp_datagram_checksum_zeroed_other_completed() {
+        let mut hdr = gso_hdr(0);
+        hdr.gso_type = GSO_NONE;
+        let (mut segs, mut sizes) = bufs();
+        let mut esp = super_packet(100);
+        assert_eq!(
+            split(hdr, &mut esp, &mut segs, &mut sizes, 4, Some(PORT)).unwrap(),
+            1
+        );
+        assert_eq!(&segs[0][4 + 26..4 + 28], &[0, 0]);
+        assert_eq!(segs[0][4..4 + sizes[0]][28..], esp[28..]);
+
+        let mut other = super_packet(100);
+        other[26..28].fill(0);
+        split(hdr, &mut other, &mut segs, &mut sizes, 4, None).unwrap();
+        // Initial field 0 = no pseudo-header: the sum over the UDP part
+        // with the written checksum folds to all ones.
+        assert_eq!(tun_rs::checksum(&segs[0][4 + 20..4 + sizes[0]], 0), 0xffff);
+    }
+
+    #[test]
+    fn test_too_many_segments_refused() {
+        let mut pkt = super_packet(5000);
+        let (mut segs, mut sizes) = bufs();
+        let e = split(
+            gso_hdr(1000),
+            &mut pkt,
+            &mut segs,
+            &mut sizes,
+            4,
+            Some(PORT),
+        )
+        .unwrap_err();
+        assert!(e.raw_os_error().is_none());
+    }
+}
