@@ -19,7 +19,7 @@ use meshsec_crds::{
     IPsecNode, IPsecTunnel, IPsecTunnelSpec, IPsecTunnelStatus, NodeSelector, RotationPhase,
 };
 use meshsec_e2e::fake_sidecars::{
-    FakeSidecars, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
+    FakeSidecars, KeyPublishing, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
     scoped_ipsecnodes,
 };
 use meshsec_e2e::kube::{client, ensure_crds, kubectl_raw, unique_name};
@@ -316,9 +316,16 @@ async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
             .any(|(r, m, _)| r == "RotationStarted" && m.contains("(Manual)")),
         "{evs:#?}"
     );
+    // The sidecars published their epoch-2 keys early, so the rotation
+    // started in Install (no Prepare round).
+    assert!(
+        evs.iter().all(|(_, m, _)| !m.contains("Prepare")),
+        "{evs:#?}"
+    );
     for phase in ["Install", "Switch", "Retire"] {
         assert!(
-            evs.iter().any(|(r, m, _)| *r == format!("Rotation{phase}")
+            evs.iter().any(|(r, m, _)| (*r == format!("Rotation{phase}")
+                || r == "RotationStarted")
                 && m.ends_with(&format!("phase {phase}"))),
             "{phase}: {evs:#?}"
         );
@@ -412,12 +419,15 @@ async fn killing_the_leader_mid_rotation_the_standby_resumes_and_advances_once()
     let tunnel = format!("{}-t", scope.id);
     let labels = pool(scope, "a");
     create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "60s").await;
-    let sidecars = FakeSidecars::start(
+    // Sidecars that publish keys only when asked, so Prepare is a real
+    // phase this test can hold the rotation in.
+    let sidecars = FakeSidecars::start_with(
         &client,
         &scope.id,
         &tunnel,
         node_names(&scope.id, 4),
         &labels,
+        KeyPublishing::OnPrepare,
     )
     .await
     .unwrap();
@@ -768,7 +778,7 @@ async fn a_node_missing_the_ack_timeout_is_evicted_reported_and_rejoins_when_it_
     assert!(
         evs.iter().any(|(r, m, _)| r == "NodeAckTimeout"
             && m.contains(&hung)
-            && m.contains("phase Prepare")),
+            && m.contains("phase Install")),
         "{evs:#?}"
     );
 
