@@ -351,9 +351,15 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
         sidecars,
         op,
         ..
-    } = stable_mesh(&client, scope, "30s").await;
+    } = stable_mesh(&client, scope, "2m").await;
 
+    // The survivors hold the rotation in its first phase until the garbage
+    // collector has marked the leaver's IPsecNode deleted: on a freshly
+    // started control plane it only watches a new CRD's objects after its
+    // next discovery resync (every 30 s), so that can take a while, and a
+    // rotation of three nodes is over in seconds.
     let leaver = names[2].clone();
+    sidecars.freeze(&names[..2]);
     sidecars.delete_node(&leaver).await.unwrap();
     wait_tunnel(
         &client,
@@ -364,12 +370,21 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
     )
     .await;
     // Its IPsecNode (and so its node id) is held while the old epoch lives.
-    let held = Api::<IPsecNode>::all(client.clone())
-        .get_opt(&leaver)
-        .await
-        .unwrap();
-    let held = held.expect("departed node's IPsecNode kept during the rotation");
-    assert!(held.metadata.deletion_timestamp.is_some());
+    let api: Api<IPsecNode> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let held = api.get_opt(&leaver).await.unwrap();
+        let held = held.expect("departed node's IPsecNode kept during the rotation");
+        if held.metadata.deletion_timestamp.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the garbage collector never deleted {leaver}'s IPsecNode (owner: its Node)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    sidecars.thaw_all();
 
     let t = wait_tunnel(
         &client,
@@ -398,7 +413,6 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
     );
 
     // After the old epoch is retired the id is released and the object goes.
-    let api: Api<IPsecNode> = Api::all(client.clone());
     let start = Instant::now();
     while api.get_opt(&leaver).await.unwrap().is_some() {
         assert!(
