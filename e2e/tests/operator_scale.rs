@@ -190,6 +190,21 @@ async fn rotation_at_scale() {
         loadavg.join(","),
         phase_text.join(" ")
     );
+    // Object sizes as the API server stores and serves them (JSON,
+    // managedFields included): what every GET, watch event and write of
+    // them costs.
+    let size = |kind: &str, name: &str| {
+        kubectl_raw(
+            &["get", kind, name, "-o", "json", "--show-managed-fields"],
+            None,
+        )
+        .map_or(0, |o| o.stdout.len())
+    };
+    println!(
+        "bench: tunnel_bytes={} ipsecnode_bytes={}",
+        size("ipsectunnel", &tunnel),
+        size("ipsecnode", &sidecars.nodes[0])
+    );
     if let Some((_, body)) = op.get("/metrics") {
         for l in body.lines().filter(|l| {
             l.starts_with("meshsec_operator_reconciles_total")
