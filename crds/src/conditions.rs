@@ -30,7 +30,10 @@ pub mod tunnel {
 pub mod node {
     /// The operator admitted the node to a tunnel and allocated its id.
     pub const ADMITTED: &str = "Admitted";
-    /// The node's datapath is healthy with the tunnel's current epoch installed.
+    /// Reserved, not written by meshsec: readiness is what the node reports
+    /// in its spec (`datapath.healthy`, installed/active epochs), in the
+    /// same write as its acknowledgements, and what the tunnel counts in
+    /// `status.nodesReady`. Another controller may set it.
     pub const READY: &str = "Ready";
 }
 

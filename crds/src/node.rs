@@ -49,10 +49,10 @@ pub const KEYS_PER_TUNNEL_MAX: usize = 4;
         description = "Epoch the node sends with"
     ),
     printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
-        description = "Datapath healthy on the current epoch"
+        name = "Healthy",
+        type_ = "boolean",
+        json_path = ".spec.datapath.healthy",
+        description = "Datapath healthy, as the node's sidecar reports it (in the same write as its rotation acknowledgements)"
     ),
     printcolumn(
         name = "Age",
@@ -228,7 +228,7 @@ pub struct IPsecNodeStatus {
     #[schemars(length(max = 63))]
     pub tunnel: Option<String>,
 
-    /// Admitted and Ready conditions.
+    /// The Admitted condition (written by the operator). meshsec writes no Ready condition here: a node's readiness is its own report (spec.datapath.healthy, the Healthy column) plus its installed/active epochs, all in the one write that acknowledges a phase; a status condition would cost every node a second write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

@@ -52,16 +52,16 @@ pub struct IPsecTunnelStatus {
     #[schemars(range(min = 0))]
     pub nodes_total: i32,
 
-    /// Names of the member nodes, sorted. A name leaving this list triggers a rotation.
+    /// Names of the member nodes, sorted and unique. A name leaving this list triggers a rotation. Atomic: only the operator writes it, always whole (per-name field ownership made server-side apply and every read of a large tunnel several times more expensive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16384))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub members: Vec<String>,
 
-    /// During a rotation: the member nodes of the next epoch, sorted (the nodes whose acknowledgement the current phase waits for). Empty when Stable.
+    /// During a rotation: the member nodes of the next epoch, sorted and unique (the nodes whose acknowledgement the current phase waits for). Empty when Stable. Atomic, like members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16384))]
-    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[x_kube(merge_strategy = ListMerge::Atomic)]
     pub next_members: Vec<String>,
 
     /// The last meshsec.io/rotate annotation value a rotation was started for; a different value asks for another rotation.

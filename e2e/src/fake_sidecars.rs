@@ -65,39 +65,54 @@ pub fn selector(scope: &str) -> String {
     format!("{SCOPE_LABEL}={scope}")
 }
 
+/// When a sidecar publishes its public key for the next epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KeyPublishing {
+    /// As soon as the epoch it sends with starts (the protocol,
+    /// docs/protocol.md "Key rotation"): rotations skip Prepare.
+    #[default]
+    Early,
+    /// Only when the tunnel says Prepare (older sidecars; the operator
+    /// still serves them, through Prepare).
+    OnPrepare,
+}
+
 /// What the fake sidecars write for one tunnel, derived from its status
-/// exactly as a real sidecar behaves: publish the next epoch's key in
-/// Prepare, install it in Install, send with it from Switch on.
+/// exactly as a real sidecar behaves, so each acknowledgement is one write:
+///
+/// | tunnel says | keys published | installed | active |
+/// |---|---|---|---|
+/// | Stable(e), Prepare(e to e+1) | e-1 (if any), e, e+1 (`Early`) | e | e |
+/// | Install(e to e+1) | e, e+1 | e+1 | e |
+/// | Switch/Retire(e+1) | e, e+1, e+2 (`Early`) | e+1 | e+1 |
+///
+/// With `OnPrepare`, the next epoch's key appears only from Prepare on
+/// and the newest key is the highest epoch the phase needs.
 pub fn desired_entry(
     tunnel: &str,
     node_index: u32,
     st: &IPsecTunnelStatus,
+    publishing: KeyPublishing,
 ) -> Option<NodeTunnelState> {
     let e = u64::try_from(st.epoch).ok().filter(|e| *e > 0)?;
-    let (from, to) = match st.phase {
-        RotationPhase::Stable => (e, e),
-        RotationPhase::Prepare | RotationPhase::Install => (e, e + 1),
-        RotationPhase::Switch | RotationPhase::Retire => (e.saturating_sub(1).max(1), e),
+    let early = publishing == KeyPublishing::Early;
+    // (oldest key, newest key, installed, active)
+    let (low, high, installed, active) = match st.phase {
+        RotationPhase::Stable if early => (e - 1, e + 1, e, e),
+        RotationPhase::Stable => (e, e, e, e),
+        RotationPhase::Prepare if early => (e - 1, e + 1, e, e),
+        RotationPhase::Prepare => (e, e + 1, e, e),
+        RotationPhase::Install => (e, e + 1, e + 1, e),
+        RotationPhase::Switch | RotationPhase::Retire if early => (e - 1, e + 1, e, e),
+        RotationPhase::Switch | RotationPhase::Retire => (e - 1, e, e, e),
     };
-    let installed = if st.phase == RotationPhase::Prepare {
-        from
-    } else {
-        to
-    };
-    let active = if matches!(st.phase, RotationPhase::Switch | RotationPhase::Retire) {
-        to
-    } else {
-        from
-    };
-    let epochs: BTreeSet<u64> = [from, to].into_iter().collect();
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     Some(NodeTunnelState {
         tunnel: tunnel.to_owned(),
-        public_keys: epochs
-            .iter()
+        public_keys: (low.max(1)..=high)
             .map(|ep| EpochPublicKey {
-                epoch: as_i64(*ep),
-                key: fake_key(node_index, *ep),
+                epoch: as_i64(ep),
+                key: fake_key(node_index, ep),
             })
             .collect(),
         installed_epoch: Some(as_i64(installed)),
@@ -144,7 +159,8 @@ impl std::fmt::Debug for FakeSidecars {
 
 impl FakeSidecars {
     /// Create `names` as Nodes (labelled with the scope and `labels`) and
-    /// their IPsecNodes (owned by the Node), then follow `tunnel`.
+    /// their IPsecNodes (owned by the Node), then follow `tunnel`,
+    /// publishing next-epoch keys early (the protocol).
     ///
     /// # Errors
     /// Creating an object failed.
@@ -154,6 +170,21 @@ impl FakeSidecars {
         tunnel: &str,
         names: Vec<String>,
         labels: &BTreeMap<String, String>,
+    ) -> Result<FakeSidecars> {
+        Self::start_with(client, scope, tunnel, names, labels, KeyPublishing::Early).await
+    }
+
+    /// [`FakeSidecars::start`] with a choice of when keys are published.
+    ///
+    /// # Errors
+    /// Creating an object failed.
+    pub async fn start_with(
+        client: &Client,
+        scope: &str,
+        tunnel: &str,
+        names: Vec<String>,
+        labels: &BTreeMap<String, String>,
+        publishing: KeyPublishing,
     ) -> Result<FakeSidecars> {
         let nodes: Api<Node> = Api::all(client.clone());
         let ipsec: Api<IPsecNode> = Api::all(client.clone());
@@ -175,12 +206,15 @@ impl FakeSidecars {
         };
         s.task = Some(tokio::spawn(react(
             client.clone(),
-            s.tunnel.clone(),
-            s.nodes.clone(),
-            s.frozen.clone(),
-            s.gone.clone(),
-            s.stop.clone(),
-            s.writes.clone(),
+            Shared {
+                publishing,
+                tunnel: s.tunnel.clone(),
+                names: s.nodes.clone(),
+                frozen: s.frozen.clone(),
+                gone: s.gone.clone(),
+                stop: s.stop.clone(),
+                writes: s.writes.clone(),
+            },
         )));
         Ok(s)
     }
@@ -283,15 +317,27 @@ async fn create_node(
 
 /// Follow the tunnel: every 100 ms read it and patch each live, unfrozen
 /// node whose tunnel entry differs from what the phase asks.
-async fn react(
-    client: Client,
+/// What the sidecars' loop shares with [`FakeSidecars`].
+struct Shared {
+    publishing: KeyPublishing,
     tunnel: String,
     names: Vec<String>,
     frozen: Arc<Mutex<BTreeSet<String>>>,
     gone: Arc<Mutex<BTreeSet<String>>>,
     stop: Arc<AtomicBool>,
     writes: Arc<AtomicU64>,
-) {
+}
+
+async fn react(client: Client, sh: Shared) {
+    let Shared {
+        publishing,
+        tunnel,
+        names,
+        frozen,
+        gone,
+        stop,
+        writes,
+    } = sh;
     let tunnels: Api<IPsecTunnel> = Api::all(client.clone());
     let ipsec: Api<IPsecNode> = Api::all(client);
     let mut written: HashMap<String, Option<NodeTunnelState>> = HashMap::new();
@@ -317,7 +363,12 @@ async fn react(
                 let want = if deleting {
                     None
                 } else {
-                    desired_entry(&tunnel, u32::try_from(i).unwrap_or(u32::MAX), &status)
+                    desired_entry(
+                        &tunnel,
+                        u32::try_from(i).unwrap_or(u32::MAX),
+                        &status,
+                        publishing,
+                    )
                 };
                 (n.clone(), want)
             })

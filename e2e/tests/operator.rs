@@ -19,7 +19,7 @@ use meshsec_crds::{
     IPsecNode, IPsecTunnel, IPsecTunnelSpec, IPsecTunnelStatus, NodeSelector, RotationPhase,
 };
 use meshsec_e2e::fake_sidecars::{
-    FakeSidecars, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
+    FakeSidecars, KeyPublishing, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
     scoped_ipsecnodes,
 };
 use meshsec_e2e::kube::{client, ensure_crds, kubectl_raw, unique_name};
@@ -316,9 +316,16 @@ async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
             .any(|(r, m, _)| r == "RotationStarted" && m.contains("(Manual)")),
         "{evs:#?}"
     );
+    // The sidecars published their epoch-2 keys early, so the rotation
+    // started in Install (no Prepare round).
+    assert!(
+        evs.iter().all(|(_, m, _)| !m.contains("Prepare")),
+        "{evs:#?}"
+    );
     for phase in ["Install", "Switch", "Retire"] {
         assert!(
-            evs.iter().any(|(r, m, _)| *r == format!("Rotation{phase}")
+            evs.iter().any(|(r, m, _)| (*r == format!("Rotation{phase}")
+                || r == "RotationStarted")
                 && m.ends_with(&format!("phase {phase}"))),
             "{phase}: {evs:#?}"
         );
@@ -344,9 +351,15 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
         sidecars,
         op,
         ..
-    } = stable_mesh(&client, scope, "30s").await;
+    } = stable_mesh(&client, scope, "2m").await;
 
+    // The survivors hold the rotation in its first phase until the garbage
+    // collector has marked the leaver's IPsecNode deleted: on a freshly
+    // started control plane it only watches a new CRD's objects after its
+    // next discovery resync (every 30 s), so that can take a while, and a
+    // rotation of three nodes is over in seconds.
     let leaver = names[2].clone();
+    sidecars.freeze(&names[..2]);
     sidecars.delete_node(&leaver).await.unwrap();
     wait_tunnel(
         &client,
@@ -357,12 +370,21 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
     )
     .await;
     // Its IPsecNode (and so its node id) is held while the old epoch lives.
-    let held = Api::<IPsecNode>::all(client.clone())
-        .get_opt(&leaver)
-        .await
-        .unwrap();
-    let held = held.expect("departed node's IPsecNode kept during the rotation");
-    assert!(held.metadata.deletion_timestamp.is_some());
+    let api: Api<IPsecNode> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let held = api.get_opt(&leaver).await.unwrap();
+        let held = held.expect("departed node's IPsecNode kept during the rotation");
+        if held.metadata.deletion_timestamp.is_some() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the garbage collector never deleted {leaver}'s IPsecNode (owner: its Node)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    sidecars.thaw_all();
 
     let t = wait_tunnel(
         &client,
@@ -391,7 +413,6 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
     );
 
     // After the old epoch is retired the id is released and the object goes.
-    let api: Api<IPsecNode> = Api::all(client.clone());
     let start = Instant::now();
     while api.get_opt(&leaver).await.unwrap().is_some() {
         assert!(
@@ -412,12 +433,15 @@ async fn killing_the_leader_mid_rotation_the_standby_resumes_and_advances_once()
     let tunnel = format!("{}-t", scope.id);
     let labels = pool(scope, "a");
     create_tunnel(&client, scope, &tunnel, &labels[POOL_LABEL], "60s").await;
-    let sidecars = FakeSidecars::start(
+    // Sidecars that publish keys only when asked, so Prepare is a real
+    // phase this test can hold the rotation in.
+    let sidecars = FakeSidecars::start_with(
         &client,
         &scope.id,
         &tunnel,
         node_names(&scope.id, 4),
         &labels,
+        KeyPublishing::OnPrepare,
     )
     .await
     .unwrap();
@@ -768,7 +792,7 @@ async fn a_node_missing_the_ack_timeout_is_evicted_reported_and_rejoins_when_it_
     assert!(
         evs.iter().any(|(r, m, _)| r == "NodeAckTimeout"
             && m.contains(&hung)
-            && m.contains("phase Prepare")),
+            && m.contains("phase Install")),
         "{evs:#?}"
     );
 

@@ -60,6 +60,29 @@ async fn wait(
     }
 }
 
+/// With `MESHSEC_BENCH_PPROF=<file>`: a CPU profile of the API server
+/// over the rotation (`MESHSEC_BENCH_PPROF_SECONDS`, default 60), taken
+/// from its /debug/pprof (on by default) with the admin kubeconfig;
+/// read it with `go tool pprof -top <file>`.
+fn start_apiserver_profile() -> Option<std::process::Child> {
+    let file = std::env::var_os("MESHSEC_BENCH_PPROF")?;
+    let secs: u64 = std::env::var("MESHSEC_BENCH_PPROF_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let out = std::fs::File::create(&file).ok()?;
+    std::process::Command::new("kubectl")
+        .args([
+            "get",
+            "--request-timeout=0",
+            "--raw",
+            &format!("/debug/pprof/profile?seconds={secs}"),
+        ])
+        .stdout(out)
+        .spawn()
+        .ok()
+}
+
 #[tokio::test]
 #[ignore = "scale bench: run e2e/bench/operator"]
 async fn rotation_at_scale() {
@@ -129,6 +152,8 @@ async fn rotation_at_scale() {
     .await;
     let admitted = setup.elapsed();
 
+    let rss_admitted_mib = op.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let profile = start_apiserver_profile();
     let start = Instant::now();
     let patch = serde_json::json!({"metadata": {"annotations": {"meshsec.io/rotate": "bench"}}});
     Api::<IPsecTunnel>::all(client.clone())
@@ -146,6 +171,11 @@ async fn rotation_at_scale() {
     )
     .await;
     let rotation = start.elapsed();
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let loadavg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    if let Some(mut p) = profile {
+        let _ = p.wait();
+    }
     let rss_mib = op.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     let sidecar_writes = sidecars.writes.load(std::sync::atomic::Ordering::Relaxed);
     let phase_text: Vec<String> = phases
@@ -153,11 +183,27 @@ async fn rotation_at_scale() {
         .map(|(p, at)| format!("{}@{:.1}s", p.as_str(), at.as_secs_f64()))
         .collect();
     println!(
-        "bench: nodes={n} create_s={:.1} admit_and_epoch1_s={:.1} rotation_s={:.1} operator_rss_mib={rss_mib:.1} sidecar_patches={sidecar_writes} phases=[{}]",
+        "bench: nodes={n} create_s={:.1} admit_and_epoch1_s={:.1} rotation_s={:.1} operator_rss_mib={rss_mib:.1} rss_before_rotation_mib={rss_admitted_mib:.1} sidecar_patches={sidecar_writes} loadavg={} phases=[{}]",
         created.as_secs_f64(),
         admitted.as_secs_f64(),
         rotation.as_secs_f64(),
+        loadavg.join(","),
         phase_text.join(" ")
+    );
+    // Object sizes as the API server stores and serves them (JSON,
+    // managedFields included): what every GET, watch event and write of
+    // them costs.
+    let size = |kind: &str, name: &str| {
+        kubectl_raw(
+            &["get", kind, name, "-o", "json", "--show-managed-fields"],
+            None,
+        )
+        .map_or(0, |o| o.stdout.len())
+    };
+    println!(
+        "bench: tunnel_bytes={} ipsecnode_bytes={}",
+        size("ipsectunnel", &tunnel),
+        size("ipsecnode", &sidecars.nodes[0])
     );
     if let Some((_, body)) = op.get("/metrics") {
         for l in body.lines().filter(|l| {
@@ -170,19 +216,28 @@ async fn rotation_at_scale() {
     }
 
     // Teardown while the operator still runs (it releases the finalizers):
-    // Nodes first (their IPsecNodes are garbage-collected), then the
-    // tunnel; bounded, and the guard strips whatever is left.
+    // the tunnel, then every IPsecNode and Node of the scope with one
+    // deletecollection call each (the garbage collector would delete the
+    // IPsecNodes too, but at its own ~20 requests/s); bounded, and the
+    // guard strips whatever is left. MESHSEC_BENCH_SKIP_TEARDOWN=1 leaves
+    // everything (for `e2e/cluster down` right after).
     sidecars.stop().await;
+    if std::env::var_os("MESHSEC_BENCH_SKIP_TEARDOWN").is_some() {
+        std::mem::forget(guard);
+        return;
+    }
     let teardown = Instant::now();
-    let _ = kubectl_raw(
-        &["delete", "nodes", "-l", &scope.selector(), "--wait=false"],
-        None,
-    );
+    let lp = kube::api::ListParams::default().labels(&scope.selector());
     let _ = Api::<IPsecTunnel>::all(client.clone())
         .delete(&tunnel, &DeleteParams::default())
         .await;
     let nodes: Api<meshsec_crds::IPsecNode> = Api::all(client.clone());
-    let lp = kube::api::ListParams::default().labels(&scope.selector());
+    let _ = nodes
+        .delete_collection(&DeleteParams::background(), &lp)
+        .await;
+    let _ = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .delete_collection(&DeleteParams::background(), &lp)
+        .await;
     while teardown.elapsed() < Duration::from_secs(600) {
         match nodes.list_metadata(&lp).await {
             Ok(l) if l.items.is_empty() => break,

@@ -3,7 +3,7 @@
 //!
 //! Pure logic (no I/O, unit tested): [`rotation`], [`ids`], [`conflict`],
 //! [`status`] (state <-> API status), [`observe`] (cache -> inputs),
-//! [`psk`] (Secret content). I/O: [`controller`], [`lease`], [`ops`].
+//! [`psk`] (Secret content), [`trim`] (what the caches keep). I/O: [`controller`], [`lease`], [`ops`].
 
 pub mod conflict;
 pub mod context;
@@ -17,3 +17,4 @@ pub mod ops;
 pub mod psk;
 pub mod rotation;
 pub mod status;
+pub mod trim;

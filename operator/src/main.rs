@@ -24,6 +24,7 @@ use meshsec_operator::controller::{node, tunnel};
 use meshsec_operator::lease::{self, LeaseSettings};
 use meshsec_operator::metrics::Metrics;
 use meshsec_operator::ops::{self, OpsState};
+use meshsec_operator::trim;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -103,6 +104,12 @@ enum LogFormat {
 
 /// Broadcast buffer of each shared informer stream.
 const SHARED_BUFFER: usize = 1024;
+
+/// IPsecNode reconciles in flight at once. Unbounded, 5,000 nodes arriving
+/// together meant thousands of concurrent admission writes, each holding
+/// its request and response in memory; the API server cannot take them
+/// faster than ~64 at a time here anyway.
+const NODE_CONCURRENCY: u16 = 64;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -195,14 +202,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let informers = futures::future::join3(
         watcher(Api::<IPsecTunnel>::all(client.clone()), wc.clone())
             .default_backoff()
+            .modify(trim::for_cache)
             .reflect_shared(tunnel_writer)
             .for_each(log_watch_error),
         watcher(Api::<IPsecNode>::all(client.clone()), wc.clone())
             .default_backoff()
+            .modify(trim::for_cache)
             .reflect_shared(ipsecnode_writer)
             .for_each(log_watch_error),
         watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), wc)
             .default_backoff()
+            .modify(trim::for_cache)
             .reflect_shared(node_writer)
             .for_each(log_watch_error),
     );
@@ -253,6 +263,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(ObjectRef::new(&n.name_any()))
         })
         .watches_shared_stream(admission_relevant(t_for_nodes), all(&ipsecnodes))
+        .with_config(ControllerConfig::default().concurrency(NODE_CONCURRENCY))
         .reconcile_all_on(lease::became_leader(election.leader.clone()))
         .graceful_shutdown_on(shutdown_signal())
         .run(node::reconcile, node::error_policy, ctx.clone())

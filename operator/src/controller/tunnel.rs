@@ -427,10 +427,18 @@ async fn write_secret(
 /// An Event (and a log line) for a state-machine note.
 async fn announce(t: &IPsecTunnel, ctx: &Context, s: &TunnelState, note: &Note) {
     let (kind, why, msg) = match note {
-        Note::Started { to, reason } => (
+        Note::Started { to, reason, phase } => (
             EventType::Normal,
             "RotationStarted",
-            format!("rotation to epoch {to} started ({reason}): phase Prepare"),
+            match phase {
+                RotatingPhase::Prepare => {
+                    format!("rotation to epoch {to} started ({reason}): phase Prepare")
+                }
+                other => format!(
+                    "rotation to epoch {to} started ({reason}); every member had already published its epoch-{to} key: phase {}",
+                    Phase::from(*other)
+                ),
+            },
         ),
         Note::PhaseChanged { to, phase } => {
             // One reason per phase: the event recorder folds repeats of a

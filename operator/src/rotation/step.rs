@@ -12,6 +12,10 @@
 //!   rotation continues with the rest. An evicted node rejoins when it has
 //!   caught up with the phase in progress (or, once stable, when it
 //!   publishes a key for the current epoch); no rotation is needed for it.
+//! - Prepare is skipped when every member has already published its public
+//!   key for the next epoch: sidecars publish it as soon as the current
+//!   epoch starts (public keys need no PSK), so the only per-node writes a
+//!   rotation waits for are the Install and Switch acknowledgements.
 //! - Triggers that fire together start one rotation; the reason is the one
 //!   with the highest precedence. A manual request seen after a rotation
 //!   started is honoured by another rotation after it completes; an
@@ -42,6 +46,9 @@ pub enum Note {
     Started {
         to: Epoch,
         reason: Trigger,
+        /// The first phase: Prepare, or Install when every member had
+        /// already published its key for `to`.
+        phase: RotatingPhase,
     },
     PhaseChanged {
         to: Epoch,
@@ -172,14 +179,26 @@ fn maybe_start(
     // Every request seen so far is served by this rotation.
     s.manual_token = obs.manual_token.map(str::to_owned);
     let to = s.epoch + 1;
+    // The PSK for `to` is issued now, after every departure seen so far, so
+    // a key published early by a node that has left derives nothing: it is
+    // not among the members, and public keys alone give no SA.
+    let phase = if s.members.iter().all(|m| {
+        obs.nodes
+            .get(m)
+            .is_some_and(|a| a.has_acked(RotatingPhase::Prepare, to))
+    }) {
+        RotatingPhase::Install
+    } else {
+        RotatingPhase::Prepare
+    };
     s.rotation = Some(Rotation {
         to,
-        phase: RotatingPhase::Prepare,
+        phase,
         since: obs.now,
         reason,
         members: s.members.clone(),
     });
-    notes.push(Note::Started { to, reason });
+    notes.push(Note::Started { to, reason, phase });
 }
 
 /// Has any member of the current epoch used an SA past a limit?

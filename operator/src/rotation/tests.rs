@@ -34,10 +34,24 @@ struct Sim {
     manual: Option<String>,
     state: TunnelState,
     notes: Vec<Note>,
+    /// Sidecars publish the next epoch's key as soon as the current epoch
+    /// starts (the protocol); false: only when asked in Prepare (older
+    /// sidecars, which the operator still serves).
+    early: bool,
 }
 
 impl Sim {
+    /// Sidecars that publish the next key only in Prepare.
     fn new(n: u32) -> Sim {
+        Sim::with(n, false)
+    }
+
+    /// Sidecars that publish the next key when the current epoch starts.
+    fn early(n: u32) -> Sim {
+        Sim::with(n, true)
+    }
+
+    fn with(n: u32, early: bool) -> Sim {
         let state = TunnelState::initial(T0);
         let mut sim = Sim {
             now: T0,
@@ -46,6 +60,7 @@ impl Sim {
             manual: None,
             state,
             notes: Vec::new(),
+            early,
         };
         for id in 256..256 + n {
             sim.join(&self::n(id));
@@ -79,6 +94,10 @@ impl Sim {
                 if r.phase >= RotatingPhase::Switch {
                     ack.active = Some(r.to);
                 }
+            }
+            if self.early {
+                // The epoch it sends with has started: offer the next key.
+                ack.published = ack.published.max(ack.active.map(|e| e + 1));
             }
         }
     }
@@ -129,7 +148,7 @@ impl Sim {
         self.notes
             .iter()
             .filter_map(|n| match n {
-                Note::Started { to, reason } => Some((*to, *reason)),
+                Note::Started { to, reason, .. } => Some((*to, *reason)),
                 _ => None,
             })
             .collect()
@@ -150,7 +169,20 @@ impl Sim {
     fn start_manual(&mut self, token: &str) {
         self.manual = Some(token.into());
         self.step();
-        assert_eq!(self.state.phase(), Phase::Prepare);
+        let first = if self.early {
+            Phase::Install
+        } else {
+            Phase::Prepare
+        };
+        assert_eq!(self.state.phase(), first);
+    }
+
+    /// Phases a rotation of this cluster goes through.
+    fn phases(&self) -> Vec<Phase> {
+        let all = [Phase::Prepare, Phase::Install, Phase::Switch, Phase::Retire];
+        all.into_iter()
+            .filter(|p| !(self.early && *p == Phase::Prepare))
+            .collect()
     }
 }
 
@@ -288,72 +320,90 @@ fn a_member_leaving_when_stable_starts_a_rotation_that_excludes_it() {
 
 #[test]
 fn a_node_vanishing_mid_rotation_in_any_phase_is_cut_off_by_a_follow_up_rotation() {
-    for phase in [Phase::Prepare, Phase::Install, Phase::Switch, Phase::Retire] {
-        let mut sim = Sim::new(4);
-        sim.start_manual("r1");
-        sim.drive_to(phase);
-        sim.nodes.remove("n259");
-        let d = sim.step();
-        assert!(
-            d.notes.contains(&Note::MembersLeft {
-                nodes: vec![n(259)]
-            }),
-            "{phase}"
-        );
-        // The rotation in flight neither waits for it nor restarts.
-        assert_eq!(sim.state.pending, Some(Trigger::MemberLeft), "{phase}");
-        sim.run_to_stable();
-        // It held PSK_2 (issued while it was a member), so epoch 3 follows.
-        assert_eq!(sim.completed(), vec![2, 3], "{phase}");
-        assert_eq!(sim.started()[1], (3, Trigger::MemberLeft), "{phase}");
-        assert!(!sim.state.members.contains("n259"));
-        assert_eq!(sim.state.members.len(), 3);
+    for early in [false, true] {
+        for phase in Sim::with(1, early).phases() {
+            vanish_in(phase, early);
+        }
     }
+}
+
+fn vanish_in(phase: Phase, early: bool) {
+    let mut sim = Sim::with(4, early);
+    sim.start_manual("r1");
+    sim.drive_to(phase);
+    sim.nodes.remove("n259");
+    let d = sim.step();
+    assert!(
+        d.notes.contains(&Note::MembersLeft {
+            nodes: vec![n(259)]
+        }),
+        "{phase} early={early}"
+    );
+    // The rotation in flight neither waits for it nor restarts.
+    assert_eq!(
+        sim.state.pending,
+        Some(Trigger::MemberLeft),
+        "{phase} early={early}"
+    );
+    sim.run_to_stable();
+    // It held PSK_2 (issued while it was a member), so epoch 3 follows.
+    assert_eq!(sim.completed(), vec![2, 3], "{phase} early={early}");
+    assert_eq!(
+        sim.started()[1],
+        (3, Trigger::MemberLeft),
+        "{phase} early={early}"
+    );
+    assert!(!sim.state.members.contains("n259"));
+    assert_eq!(sim.state.members.len(), 3);
 }
 
 #[test]
 fn restart_in_every_phase_resumes_from_status_without_doubling() {
-    for phase in [
-        Phase::Stable,
-        Phase::Prepare,
-        Phase::Install,
-        Phase::Switch,
-        Phase::Retire,
-    ] {
-        let mut sim = Sim::new(3);
-        if phase != Phase::Stable {
-            sim.start_manual("r1");
-            sim.drive_to(phase);
+    for early in [false, true] {
+        let phases = std::iter::once(Phase::Stable).chain(Sim::with(1, early).phases());
+        for phase in phases {
+            restart_in(phase, early);
         }
-        // "Restart": the only memory is what was persisted.
-        let persisted = serde_json::to_string(&sim.state).unwrap();
-        let restored: TunnelState = serde_json::from_str(&persisted).unwrap();
-        assert_eq!(restored, sim.state, "{phase}");
-        // A fresh operator re-reconciling before anyone reacted: no change.
-        let d = step(&restored, &sim.obs(), &policy());
-        assert_eq!(
-            d.state, restored,
-            "{phase}: must not advance without new acks"
-        );
-        assert!(d.notes.is_empty(), "{phase}: {:?}", d.notes);
-        // The deadline still counts from when the phase was entered.
-        if let Some(r) = &restored.rotation {
-            let limit = if phase == Phase::Retire {
-                GRACE
-            } else {
-                ACK_TIMEOUT
-            };
-            assert_eq!(
-                d.requeue_after,
-                Some(sim.now.until(r.since.after(Duration::from_secs(limit))))
-            );
-        }
-        sim.state = restored;
-        sim.run_to_stable();
-        let expect = if phase == Phase::Stable { 1 } else { 2 };
-        assert_eq!(sim.state.epoch, expect, "{phase}: exactly one advance");
-        assert_eq!(sim.completed().len(), usize::from(phase != Phase::Stable));
     }
+}
+
+fn restart_in(phase: Phase, early: bool) {
+    let mut sim = Sim::with(3, early);
+    if phase != Phase::Stable {
+        sim.start_manual("r1");
+        sim.drive_to(phase);
+    }
+    // "Restart": the only memory is what was persisted.
+    let persisted = serde_json::to_string(&sim.state).unwrap();
+    let restored: TunnelState = serde_json::from_str(&persisted).unwrap();
+    assert_eq!(restored, sim.state, "{phase} early={early}");
+    // A fresh operator re-reconciling before anyone reacted: no change.
+    let d = step(&restored, &sim.obs(), &policy());
+    assert_eq!(
+        d.state, restored,
+        "{phase} early={early}: must not advance without new acks"
+    );
+    assert!(d.notes.is_empty(), "{phase} early={early}: {:?}", d.notes);
+    // The deadline still counts from when the phase was entered.
+    if let Some(r) = &restored.rotation {
+        let limit = if phase == Phase::Retire {
+            GRACE
+        } else {
+            ACK_TIMEOUT
+        };
+        assert_eq!(
+            d.requeue_after,
+            Some(sim.now.until(r.since.after(Duration::from_secs(limit))))
+        );
+    }
+    sim.state = restored;
+    sim.run_to_stable();
+    let expect = if phase == Phase::Stable { 1 } else { 2 };
+    assert_eq!(
+        sim.state.epoch, expect,
+        "{phase} early={early}: exactly one advance"
+    );
+    assert_eq!(sim.completed().len(), usize::from(phase != Phase::Stable));
 }
 
 #[test]
@@ -536,4 +586,86 @@ fn all_members_timing_out_still_completes_and_reports_them() {
     sim.run_to_stable();
     assert_eq!(sim.state.epoch, 2);
     assert!(sim.state.members.is_empty());
+}
+
+#[test]
+fn keys_published_early_make_rotations_start_in_install() {
+    let mut sim = Sim::early(3);
+    assert!(
+        sim.nodes.values().all(|a| a.published == Some(2)),
+        "stable at epoch 1, every node already offers its epoch-2 key"
+    );
+    sim.notes.clear();
+    sim.manual = Some("r1".into());
+    let d = sim.step();
+    assert_eq!(
+        d.notes,
+        vec![Note::Started {
+            to: 2,
+            reason: Trigger::Manual,
+            phase: RotatingPhase::Install
+        }]
+    );
+    assert_eq!(d.state.retained_epochs(), vec![1, 2], "PSK_2 issued now");
+    sim.run_to_stable();
+    let phases: Vec<Phase> = sim
+        .notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::PhaseChanged { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases, vec![Phase::Switch, Phase::Retire]);
+    assert_eq!((sim.state.epoch, sim.state.members.len()), (2, 3));
+    // From Switch on the nodes offer epoch-3 keys: the next one skips too.
+    sim.start_manual("r2");
+    sim.run_to_stable();
+    assert_eq!(sim.completed(), vec![2, 3]);
+}
+
+#[test]
+fn one_member_without_an_early_key_keeps_prepare_and_is_awaited() {
+    let mut sim = Sim::early(3);
+    // An older sidecar: it has not offered an epoch-2 key.
+    sim.nodes.get_mut("n257").unwrap().published = Some(1);
+    sim.frozen.insert(n(257));
+    sim.manual = Some("r1".into());
+    sim.step();
+    assert_eq!(sim.state.phase(), Phase::Prepare);
+    sim.react();
+    sim.step();
+    assert_eq!(sim.state.phase(), Phase::Prepare, "waits for n257's key");
+    sim.frozen.clear();
+    sim.react();
+    sim.step();
+    assert_eq!(sim.state.phase(), Phase::Install);
+    sim.run_to_stable();
+    assert_eq!((sim.state.epoch, sim.state.members.len()), (2, 3));
+}
+
+#[test]
+fn a_leaver_that_published_its_next_key_early_is_still_cut_off() {
+    let mut sim = Sim::early(3);
+    sim.notes.clear();
+    assert_eq!(sim.nodes["n256"].published, Some(2));
+    assert_eq!(
+        sim.state.retained_epochs(),
+        vec![1],
+        "no PSK_2 exists while it is a member"
+    );
+    sim.nodes.remove("n256");
+    let d = sim.step();
+    // PSK_2 is issued by this very step, after the departure, and n256 is
+    // in neither member list: its early epoch-2 key is never used.
+    assert_eq!(d.state.retained_epochs(), vec![1, 2]);
+    let r = d.state.rotation.as_ref().unwrap();
+    assert_eq!(
+        (r.phase, r.reason),
+        (RotatingPhase::Install, Trigger::MemberLeft)
+    );
+    assert!(!r.members.contains("n256"));
+    assert!(!d.state.members.contains("n256"));
+    sim.run_to_stable();
+    assert_eq!(sim.state.members, [n(257), n(258)].into_iter().collect());
 }
