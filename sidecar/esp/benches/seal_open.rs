@@ -217,79 +217,134 @@ fn refill(batch: &mut [Vec<u8>], template: &[u8]) {
 
 /// Contention-robust overhead ratio at 1400 B: bare AEAD and full seal
 /// (and open) are timed in alternating short rounds over batches prepared
-/// the same way for both, and the fastest round of each is kept, so a
-/// round that lost the CPU to another process does not count. Printed
-/// before the criterion output.
+/// the same way for both, in alternating order. Two estimates are printed:
+/// the fastest round of each side (a round that lost the CPU to another
+/// process does not count) and the median of the per-round ratios (the two
+/// sides of one round ran a few microseconds apart, so frequency changes
+/// and background load cancel out). Printed before the criterion output.
 fn paired_overhead(only: Option<&str>) {
-    const ROUNDS: usize = 300;
+    const ROUNDS: usize = 1000;
     const ITERS: usize = 500;
     let size = 1400;
-    println!("paired overhead at {size} B (min of {ROUNDS} rounds x {ITERS} packets):");
+    println!(
+        "paired overhead at {size} B ({ROUNDS} rounds x {ITERS} packets; fastest rounds, median per-round ratio):"
+    );
     for &backend in Backend::ALL {
         if only.is_some_and(|b| b != backend.as_str()) {
             continue;
         }
         for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm] {
-            let bare = Bare::new(backend, cipher);
-            let (out, inb) = sas(backend, cipher);
-            let template = frame(size);
-            let range = HEADROOM..HEADROOM + size;
-            let mut batch = vec![template.clone(); ITERS];
-            // Where seal puts the ESP packet: the same for every packet.
-            let sealed_range = sas(backend, cipher)
-                .0
-                .seal(&mut template.clone(), range.clone())
-                .unwrap_or_else(|e| panic!("{e}"));
-            let mut best = [f64::MAX; 4];
-            let mut seq = 0u64;
-            let per_packet = |t: Instant| t.elapsed().as_nanos() as f64 / ITERS as f64;
-            for _ in 0..ROUNDS {
-                refill(&mut batch, &template);
-                let t = Instant::now();
-                for f in batch.iter_mut() {
-                    seq += 1;
-                    bare.seal(f, size, seq);
-                }
-                best[0] = best[0].min(per_packet(t));
-                refill(&mut batch, &template);
-                let t = Instant::now();
-                for f in batch.iter_mut() {
-                    consume(out.seal(f, range.clone()));
-                }
-                best[1] = best[1].min(per_packet(t));
-                // Open: the batch just sealed, copied afresh for each side
-                // right before its timed loop, so both find the packets
-                // equally warm in the cache.
-                let sealed = batch.clone();
-                let mut copies = sealed.clone();
-                let t = Instant::now();
-                for f in copies.iter_mut() {
-                    bare.open(f, &sealed_range);
-                }
-                best[2] = best[2].min(per_packet(t));
-                drop(copies);
-                let mut copies = sealed.clone();
-                let t = Instant::now();
-                for f in copies.iter_mut() {
-                    consume(inb.open(f, sealed_range.clone()));
-                }
-                best[3] = best[3].min(per_packet(t));
+            let p = Paired::new(backend, cipher, size, ITERS);
+            let mut rounds = Vec::with_capacity(ROUNDS);
+            for round in 0..ROUNDS {
+                rounds.push(p.round(round % 2 == 1));
             }
+            let best = |i: usize| rounds.iter().map(|r| r[i]).fold(f64::MAX, f64::min);
+            let median_ratio = |i: usize, j: usize| {
+                let mut v: Vec<f64> = rounds.iter().map(|r| r[i] / r[j]).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let pct = |x: f64| (x - 1.0) * 100.0;
             let gbps = |ns: f64| size as f64 / ns;
             println!(
-                "  {:9} {:9}  seal {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}%   open {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}%",
+                "  {:9} {:9}  seal {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}% (median +{:5.1}%)   open {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}% (median +{:5.1}%)",
                 backend.as_str(),
                 cipher.as_str(),
-                best[1],
-                gbps(best[1]),
-                best[0],
-                (best[1] / best[0] - 1.0) * 100.0,
-                best[3],
-                gbps(best[3]),
-                best[2],
-                (best[3] / best[2] - 1.0) * 100.0,
+                best(1),
+                gbps(best(1)),
+                best(0),
+                pct(best(1) / best(0)),
+                pct(median_ratio(1, 0)),
+                best(3),
+                gbps(best(3)),
+                best(2),
+                pct(best(3) / best(2)),
+                pct(median_ratio(3, 2)),
             );
         }
+    }
+}
+
+/// State of one paired measurement (backend x cipher).
+struct Paired {
+    bare: Bare,
+    out: OutboundSa,
+    inb: InboundSa,
+    template: Vec<u8>,
+    range: Range<usize>,
+    /// Where seal puts the ESP packet: the same for every packet.
+    sealed_range: Range<usize>,
+    size: usize,
+    batch: std::cell::RefCell<Vec<Vec<u8>>>,
+    seq: std::cell::Cell<u64>,
+}
+
+impl Paired {
+    fn new(backend: Backend, cipher: Cipher, size: usize, iters: usize) -> Self {
+        let (out, inb) = sas(backend, cipher);
+        let template = frame(size);
+        let range = HEADROOM..HEADROOM + size;
+        let sealed_range = sas(backend, cipher)
+            .0
+            .seal(&mut template.clone(), range.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Paired {
+            bare: Bare::new(backend, cipher),
+            out,
+            inb,
+            batch: std::cell::RefCell::new(vec![template.clone(); iters]),
+            template,
+            range,
+            sealed_range,
+            size,
+            seq: std::cell::Cell::new(0),
+        }
+    }
+
+    /// One round: ns per packet for [bare seal, seal, bare open, open].
+    fn round(&self, ours_first: bool) -> [f64; 4] {
+        let mut t = [0.0; 4];
+        let mut batch = self.batch.borrow_mut();
+        let n = batch.len() as f64;
+        let time = |f: &mut dyn FnMut()| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_nanos() as f64 / n
+        };
+        let order = if ours_first { [1, 0] } else { [0, 1] };
+        let mut sealed = Vec::new();
+        for side in order {
+            refill(&mut batch, &self.template);
+            t[side] = time(&mut || {
+                for f in batch.iter_mut() {
+                    if side == 0 {
+                        self.seq.set(self.seq.get() + 1);
+                        self.bare.seal(f, self.size, self.seq.get());
+                    } else {
+                        consume(self.out.seal(f, self.range.clone()));
+                    }
+                }
+            });
+            if side == 1 {
+                sealed = batch.clone();
+            }
+        }
+        // Open what the SA just sealed; each side gets a copy made right
+        // before its timed loop, so both find the packets equally warm.
+        for side in order.map(|s| s + 2) {
+            let mut copies = sealed.clone();
+            t[side] = time(&mut || {
+                for f in copies.iter_mut() {
+                    if side == 2 {
+                        self.bare.open(f, &self.sealed_range);
+                    } else {
+                        consume(self.inb.open(f, self.sealed_range.clone()));
+                    }
+                }
+            });
+        }
+        t
     }
 }
 
