@@ -1,15 +1,29 @@
 //! seal / open against a bare AEAD loop over the same buffers, per backend,
-//! cipher and packet size. The bare loop does the same buffer copy (seal)
-//! or the same batched setup (open), so the difference is the ESP work:
-//! parsing, header moves, padding, sequence/replay, length fix-ups.
+//! cipher and packet size, so the difference is the ESP work: parsing,
+//! header moves, padding, sequence/replay, counters, length fix-ups.
 //!
-//! `cargo bench -p meshsec-esp --features aws-lc` covers both backends.
+//! Fairness rules (docs/protocol.md §8 says why each matters):
+//! - the bare loop calls the same backend object through the same `Aead`
+//!   trait method, with the tag written into the packet buffer right after
+//!   the ciphertext, as `meshsec-esp` does;
+//! - it builds nonce and AAD per packet exactly as `meshsec-esp` does
+//!   ([`be96`]), so neither side pays a store-forwarding stall the other
+//!   does not;
+//! - both sides work on a batch of packets copied before the clock starts
+//!   (a packet arrives from a read long before it is sealed); a copy right
+//!   before the call would leave ~1.5 KB of stores pending that the first
+//!   locked instruction must wait for, while the bare AEAD overlaps them;
+//! - both consume their result without a wide reload of it.
+//!
+//! `cargo bench -p meshsec-esp --features aws-lc` covers both backends;
+//! `-- --paired [aes-gcm|aws-lc-rs]` prints only the paired table.
 
 // A failed setup should abort the bench loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use meshsec_esp::aead::{Aead, new_aead};
@@ -48,6 +62,57 @@ fn ct_len(size: usize) -> usize {
     payload + meshsec_esp::wire::esp::pad_len(payload) + 2
 }
 
+/// `hi32 || lo64` as 12 bytes, stored as 8 + 4 bytes: how `meshsec-esp`
+/// builds the nonce (salt || IV) and the GCM AAD (SPI || 64-bit seq).
+fn be96(hi32: u32, lo64: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&((u64::from(hi32) << 32) | (lo64 >> 32)).to_be_bytes());
+    n[8..].copy_from_slice(&(lo64 as u32).to_be_bytes());
+    n
+}
+
+/// The bare AEAD: the same backend object type the SA uses, no ESP.
+struct Bare {
+    aead: Box<dyn Aead>,
+    salt: u32,
+}
+
+impl Bare {
+    fn new(backend: Backend, cipher: Cipher) -> Self {
+        let k = key(cipher);
+        Bare {
+            aead: new_aead(backend, cipher, k.aes_key()).unwrap_or_else(|e| panic!("{e}")),
+            salt: u32::from_be_bytes(k.salt()),
+        }
+    }
+
+    /// Encrypts the `size`-byte packet's payload (+ trailer) where seal
+    /// puts the ciphertext, with the tag after it.
+    fn seal(&self, f: &mut [u8], size: usize, seq: u64) {
+        let ct = HEADROOM + 20;
+        let (head, tail) = f.split_at_mut(ct + ct_len(size));
+        let tag: &mut [u8; 16] = (&mut tail[..16]).try_into().unwrap();
+        self.aead
+            .seal_in_place(&be96(self.salt, seq), &be96(SPI, seq), &mut head[ct..], tag)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Verifies and decrypts a packet sealed by the SA (range `r`).
+    fn open(&self, f: &mut [u8], r: &Range<usize>) {
+        let esp = r.start + CT_OFFSET - 16;
+        let spi = u32::from_be_bytes(f[esp..esp + 4].try_into().unwrap());
+        // Our IV is the 64-bit sequence number (what the SA infers).
+        let iv = u64::from_be_bytes(f[esp + 8..esp + 16].try_into().unwrap());
+        self.aead
+            .open_in_place(
+                &be96(self.salt, iv),
+                &be96(spi, iv),
+                &mut f[esp + 16..r.end],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 fn sas(backend: Backend, cipher: Cipher) -> (OutboundSa, InboundSa) {
     let out = OutboundSa::with_backend(
         backend,
@@ -72,6 +137,15 @@ fn sas(backend: Backend, cipher: Cipher) -> (OutboundSa, InboundSa) {
     (out, inb)
 }
 
+/// Consumes a seal/open result like the bare side consumes its tag: kept
+/// alive, not reloaded with a wide load.
+fn consume<T, E: std::fmt::Display>(r: Result<T, E>) {
+    black_box(&r);
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
 fn bench(c: &mut Criterion) {
     for &backend in Backend::ALL {
         for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm] {
@@ -79,42 +153,37 @@ fn bench(c: &mut Criterion) {
             g.measurement_time(Duration::from_secs(2))
                 .warm_up_time(Duration::from_millis(500))
                 .sample_size(30);
-            let k = key(cipher);
-            let bare: Box<dyn Aead> =
-                new_aead(backend, cipher, k.aes_key()).unwrap_or_else(|e| panic!("{e}"));
+            let bare = Bare::new(backend, cipher);
             for size in SIZES {
                 g.throughput(Throughput::Bytes(size as u64));
                 let template = frame(size);
                 let range = HEADROOM..HEADROOM + size;
                 let (out, inb) = sas(backend, cipher);
 
-                let mut work = template.clone();
+                // Seal: fresh plaintext copies are made in the untimed
+                // batch setup for both sides.
+                let fresh = || template.clone();
+                let mut seq = 0u64;
                 g.bench_function(BenchmarkId::new("bare_seal", size), |b| {
-                    let mut nonce = [7u8; 12];
-                    let mut tag = [0u8; 16];
-                    let n = ct_len(size);
-                    b.iter(|| {
-                        work.copy_from_slice(&template);
-                        nonce[4..].copy_from_slice(&1u64.to_be_bytes());
-                        let aad = [1u8; 12];
-                        let data = &mut work[HEADROOM + 20..HEADROOM + 20 + n];
-                        bare.seal_in_place(&nonce, &aad, data, &mut tag)
-                            .unwrap_or_else(|e| panic!("{e}"));
-                        black_box(&tag);
-                    })
+                    b.iter_batched_ref(
+                        fresh,
+                        |f| {
+                            seq += 1;
+                            bare.seal(f, size, seq);
+                        },
+                        BatchSize::SmallInput,
+                    )
                 });
                 g.bench_function(BenchmarkId::new("seal", size), |b| {
-                    b.iter(|| {
-                        work.copy_from_slice(&template);
-                        black_box(
-                            out.seal(&mut work, range.clone())
-                                .unwrap_or_else(|e| panic!("{e}")),
-                        );
-                    })
+                    b.iter_batched_ref(
+                        fresh,
+                        |f| consume(out.seal(f, range.clone())),
+                        BatchSize::SmallInput,
+                    )
                 });
 
                 // Open: each iteration needs a fresh sequence number, so
-                // packets are sealed in the (untimed) batch setup for both.
+                // packets are sealed in the untimed batch setup for both.
                 let sealer = sas(backend, cipher).0;
                 let setup = || {
                     let mut f = template.clone();
@@ -124,29 +193,12 @@ fn bench(c: &mut Criterion) {
                     (f, r)
                 };
                 g.bench_function(BenchmarkId::new("bare_open", size), |b| {
-                    b.iter_batched_ref(
-                        setup,
-                        |(f, r)| {
-                            let esp = r.start + CT_OFFSET - 16;
-                            let mut nonce = [0u8; 12];
-                            nonce[..4].copy_from_slice(&k.salt());
-                            nonce[4..].copy_from_slice(&f[esp + 8..esp + 16]);
-                            let mut aad = [0u8; 12];
-                            aad[..4].copy_from_slice(&f[esp..esp + 4]);
-                            aad[8..].copy_from_slice(&f[esp + 4..esp + 8]);
-                            let data = &mut f[esp + 16..r.end];
-                            bare.open_in_place(&nonce, &aad, data)
-                                .unwrap_or_else(|e| panic!("{e}"));
-                        },
-                        BatchSize::SmallInput,
-                    )
+                    b.iter_batched_ref(setup, |(f, r)| bare.open(f, r), BatchSize::SmallInput)
                 });
                 g.bench_function(BenchmarkId::new("open", size), |b| {
                     b.iter_batched_ref(
                         setup,
-                        |(f, r)| {
-                            black_box(inb.open(f, r.clone()).unwrap_or_else(|e| panic!("{e}")));
-                        },
+                        |(f, r)| consume(inb.open(f, r.clone())),
                         BatchSize::SmallInput,
                     )
                 });
@@ -156,99 +208,160 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// Copies `template` into every buffer of `batch` (untimed preparation).
+fn refill(batch: &mut [Vec<u8>], template: &[u8]) {
+    for f in batch {
+        f.copy_from_slice(template);
+    }
+}
+
 /// Contention-robust overhead ratio at 1400 B: bare AEAD and full seal
-/// (and open) are timed in alternating short rounds on the same buffers and
-/// the fastest round of each is kept, so a round that lost the CPU to
-/// another process does not count. Printed before the criterion output.
-fn paired_overhead() {
-    const ROUNDS: usize = 300;
-    const ITERS: u32 = 500;
+/// (and open) are timed in alternating short rounds over batches prepared
+/// the same way for both, in alternating order. Two estimates are printed:
+/// the fastest round of each side (a round that lost the CPU to another
+/// process does not count) and the median of the per-round ratios (the two
+/// sides of one round ran a few microseconds apart, so frequency changes
+/// and background load cancel out). Printed before the criterion output.
+fn paired_overhead(only: Option<&str>) {
+    const ROUNDS: usize = 1000;
+    const ITERS: usize = 500;
     let size = 1400;
-    println!("paired overhead at {size} B (min of {ROUNDS} rounds x {ITERS} packets):");
+    println!(
+        "paired overhead at {size} B ({ROUNDS} rounds x {ITERS} packets; fastest rounds, median per-round ratio):"
+    );
     for &backend in Backend::ALL {
+        if only.is_some_and(|b| b != backend.as_str()) {
+            continue;
+        }
         for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm] {
-            let k = key(cipher);
-            let bare = new_aead(backend, cipher, k.aes_key()).unwrap();
-            let (out, inb) = sas(backend, cipher);
-            let template = frame(size);
-            let range = HEADROOM..HEADROOM + size;
-            let mut work = template.clone();
-            let n = ct_len(size);
-            let mut best = [f64::MAX; 4];
-            // Pre-sealed packets for open: one per iteration, fresh sequence.
-            let mut sealed: Vec<(Vec<u8>, std::ops::Range<usize>)> = Vec::new();
-            for _ in 0..ROUNDS {
-                let t = std::time::Instant::now();
-                for _ in 0..ITERS {
-                    work.copy_from_slice(&template);
-                    let mut tag = [0u8; 16];
-                    let data = &mut work[HEADROOM + 20..HEADROOM + 20 + n];
-                    bare.seal_in_place(&[7; 12], &[1; 12], data, &mut tag)
-                        .unwrap();
-                    black_box(&tag);
-                }
-                best[0] = best[0].min(t.elapsed().as_nanos() as f64 / f64::from(ITERS));
-                let t = std::time::Instant::now();
-                for _ in 0..ITERS {
-                    work.copy_from_slice(&template);
-                    black_box(out.seal(&mut work, range.clone()).unwrap());
-                }
-                best[1] = best[1].min(t.elapsed().as_nanos() as f64 / f64::from(ITERS));
-                // Open: seal ITERS packets untimed, then open a copy of each
-                // with the bare AEAD and the real SA.
-                sealed.clear();
-                for _ in 0..ITERS {
-                    let mut f = template.clone();
-                    let r = out.seal(&mut f, range.clone()).unwrap();
-                    sealed.push((f, r));
-                }
-                let mut copies = sealed.clone();
-                let t = std::time::Instant::now();
-                for (f, r) in copies.iter_mut() {
-                    let esp = r.start + CT_OFFSET - 16;
-                    let mut nonce = [0u8; 12];
-                    nonce[..4].copy_from_slice(&k.salt());
-                    nonce[4..].copy_from_slice(&f[esp + 8..esp + 16]);
-                    let mut aad = [0u8; 12];
-                    aad[..4].copy_from_slice(&f[esp..esp + 4]);
-                    aad[4..8].copy_from_slice(&f[esp + 8..esp + 12]);
-                    aad[8..].copy_from_slice(&f[esp + 4..esp + 8]);
-                    bare.open_in_place(&nonce, &aad, &mut f[esp + 16..r.end])
-                        .unwrap();
-                }
-                best[2] = best[2].min(t.elapsed().as_nanos() as f64 / f64::from(ITERS));
-                let t = std::time::Instant::now();
-                for (f, r) in sealed.iter_mut() {
-                    black_box(inb.open(f, r.clone()).unwrap());
-                }
-                best[3] = best[3].min(t.elapsed().as_nanos() as f64 / f64::from(ITERS));
+            let p = Paired::new(backend, cipher, size, ITERS);
+            let mut rounds = Vec::with_capacity(ROUNDS);
+            for round in 0..ROUNDS {
+                rounds.push(p.round(round % 2 == 1));
             }
+            let best = |i: usize| rounds.iter().map(|r| r[i]).fold(f64::MAX, f64::min);
+            let median_ratio = |i: usize, j: usize| {
+                let mut v: Vec<f64> = rounds.iter().map(|r| r[i] / r[j]).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let pct = |x: f64| (x - 1.0) * 100.0;
             let gbps = |ns: f64| size as f64 / ns;
             println!(
-                "  {:9} {:9}  seal {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}%   open {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}%",
+                "  {:9} {:9}  seal {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}% (median +{:5.1}%)   open {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}% (median +{:5.1}%)",
                 backend.as_str(),
                 cipher.as_str(),
-                best[1],
-                gbps(best[1]),
-                best[0],
-                (best[1] / best[0] - 1.0) * 100.0,
-                best[3],
-                gbps(best[3]),
-                best[2],
-                (best[3] / best[2] - 1.0) * 100.0,
+                best(1),
+                gbps(best(1)),
+                best(0),
+                pct(best(1) / best(0)),
+                pct(median_ratio(1, 0)),
+                best(3),
+                gbps(best(3)),
+                best(2),
+                pct(best(3) / best(2)),
+                pct(median_ratio(3, 2)),
             );
         }
     }
 }
 
+/// State of one paired measurement (backend x cipher).
+struct Paired {
+    bare: Bare,
+    out: OutboundSa,
+    inb: InboundSa,
+    template: Vec<u8>,
+    range: Range<usize>,
+    /// Where seal puts the ESP packet: the same for every packet.
+    sealed_range: Range<usize>,
+    size: usize,
+    batch: std::cell::RefCell<Vec<Vec<u8>>>,
+    seq: std::cell::Cell<u64>,
+}
+
+impl Paired {
+    fn new(backend: Backend, cipher: Cipher, size: usize, iters: usize) -> Self {
+        let (out, inb) = sas(backend, cipher);
+        let template = frame(size);
+        let range = HEADROOM..HEADROOM + size;
+        let sealed_range = sas(backend, cipher)
+            .0
+            .seal(&mut template.clone(), range.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Paired {
+            bare: Bare::new(backend, cipher),
+            out,
+            inb,
+            batch: std::cell::RefCell::new(vec![template.clone(); iters]),
+            template,
+            range,
+            sealed_range,
+            size,
+            seq: std::cell::Cell::new(0),
+        }
+    }
+
+    /// One round: ns per packet for [bare seal, seal, bare open, open].
+    fn round(&self, ours_first: bool) -> [f64; 4] {
+        let mut t = [0.0; 4];
+        let mut batch = self.batch.borrow_mut();
+        let n = batch.len() as f64;
+        let time = |f: &mut dyn FnMut()| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_nanos() as f64 / n
+        };
+        let order = if ours_first { [1, 0] } else { [0, 1] };
+        let mut sealed = Vec::new();
+        for side in order {
+            refill(&mut batch, &self.template);
+            t[side] = time(&mut || {
+                for f in batch.iter_mut() {
+                    if side == 0 {
+                        self.seq.set(self.seq.get() + 1);
+                        self.bare.seal(f, self.size, self.seq.get());
+                    } else {
+                        consume(self.out.seal(f, self.range.clone()));
+                    }
+                }
+            });
+            if side == 1 {
+                sealed = batch.clone();
+            }
+        }
+        // Open what the SA just sealed; each side gets a copy made right
+        // before its timed loop, so both find the packets equally warm.
+        for side in order.map(|s| s + 2) {
+            let mut copies = sealed.clone();
+            t[side] = time(&mut || {
+                for f in copies.iter_mut() {
+                    if side == 2 {
+                        self.bare.open(f, &self.sealed_range);
+                    } else {
+                        consume(self.inb.open(f, self.sealed_range.clone()));
+                    }
+                }
+            });
+        }
+        t
+    }
+}
+
 criterion_group!(benches, bench);
 
+/// `-- --paired [aes-gcm|aws-lc-rs]`: only the paired table, optionally for
+/// one backend.
 fn main() {
-    if std::env::args().any(|a| a == "--paired") || std::env::var_os("ESP_BENCH_PAIRED").is_some() {
-        paired_overhead();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--paired") {
+        paired_overhead(args.get(i + 1).map(String::as_str));
         return;
     }
-    paired_overhead();
+    // A criterion `--profile-time` run is for perf: keep it pure.
+    if !args.iter().any(|a| a == "--profile-time") {
+        paired_overhead(None);
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -101,19 +101,25 @@ pub(crate) fn rewrite_header(
 ) {
     match family {
         Family::V4 => {
-            // Words 1 (total length) and 4 (TTL | protocol) change.
+            debug_assert_eq!(next_header_at, 9);
+            // Words 1 (total length) and 4 (TTL | protocol) change. Every
+            // old value is read before anything is written: a 2-byte load
+            // over a just-written protocol byte could not be forwarded from
+            // that store and would wait for all pending stores (the whole
+            // packet) to drain, ~5 ns a packet (docs/protocol.md §8).
             let old_len = be16(packet, 2);
             let old_ttl_proto = be16(packet, 8);
-            packet[next_header_at] = protocol;
-            let mut p = ipv4::Packet::new_unchecked(packet);
-            p.set_total_len(total_len as u16);
+            let old_check = be16(packet, 10);
+            let new_len = total_len as u16;
+            let new_ttl_proto = (old_ttl_proto & 0xff00) | u16::from(protocol);
+            put16(packet, 2, new_len);
+            put16(packet, 8, new_ttl_proto);
             match checksum {
-                Checksum::Full => p.fill_checksum(),
+                Checksum::Full => ipv4::Packet::new_unchecked(packet).fill_checksum(),
                 Checksum::Incremental => {
-                    let b = p.into_inner();
-                    let c = checksum::update16(be16(b, 10), old_len, total_len as u16);
-                    let c = checksum::update16(c, old_ttl_proto, be16(b, 8));
-                    put16(b, 10, c);
+                    let c = checksum::update16(old_check, old_len, new_len);
+                    let c = checksum::update16(c, old_ttl_proto, new_ttl_proto);
+                    put16(packet, 10, c);
                 }
             }
         }
