@@ -574,6 +574,9 @@ pub struct OperatorOptions {
     pub lease_duration: u64,
     /// Use the release build.
     pub release: bool,
+    /// Run with this kubeconfig instead of the harness's (admin) one, e.g.
+    /// the chart's service-account token to prove its RBAC suffices.
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl OperatorProcess {
@@ -609,6 +612,11 @@ impl OperatorProcess {
             .env(
                 "RUST_LOG",
                 std::env::var("MESHSEC_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+            )
+            .envs(
+                opts.kubeconfig
+                    .iter()
+                    .map(|k| ("KUBECONFIG", k.as_os_str())),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -50,6 +50,7 @@ fn options(scope: &Scope, lease_duration: u64) -> OperatorOptions {
         namespace: NS.into(),
         lease_duration,
         release: false,
+        kubeconfig: None,
     }
 }
 

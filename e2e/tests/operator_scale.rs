@@ -125,6 +125,7 @@ async fn rotation_at_scale() {
         namespace: NS.into(),
         lease_duration: 10,
         release: true,
+        kubeconfig: None,
     };
     let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &opts).unwrap();
     let setup = Instant::now();
