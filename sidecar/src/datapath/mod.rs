@@ -5,6 +5,7 @@
 
 mod derive_gate;
 mod keying;
+mod offload;
 pub mod packet;
 mod peers;
 mod tcp_gro;

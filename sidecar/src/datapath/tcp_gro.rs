@@ -13,10 +13,12 @@
 
 use tun_rs::VIRTIO_NET_HDR_LEN;
 
-const IPPROTO_TCP: u8 = 6;
+use super::offload::{
+    Gso, IPPROTO_TCP, finish_super_packet, plain_ip_header_len, pseudo_header, same_ip_header,
+};
+
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
 const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
 /// Segments per super-packet, within the kernel's default gso_max_segs.
@@ -121,38 +123,23 @@ impl TcpGro {
         let count = std::mem::take(&mut self.count);
         let (len, iph) = (self.len, self.iph);
         let (hdr, pkt) = self.buf.split_at_mut(VIRTIO_NET_HDR_LEN);
-        let pkt = &mut pkt[..len];
         if count <= 1 {
             // One segment: no GSO, its checksum is complete (verified).
             hdr.fill(0);
             return &self.buf[..VIRTIO_NET_HDR_LEN + len];
         }
-        let tcp_len = (len - iph) as u16;
-        let (gso_type, pseudo) = if pkt[0] >> 4 == 4 {
-            pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            pkt[10..12].fill(0);
-            let sum = !tun_rs::checksum(&pkt[..iph], 0);
-            pkt[10..12].copy_from_slice(&sum.to_be_bytes());
-            (
-                VIRTIO_NET_HDR_GSO_TCPV4,
-                pseudo_header(&pkt[12..20], tcp_len),
-            )
+        let gso_type = if pkt[0] >> 4 == 4 {
+            VIRTIO_NET_HDR_GSO_TCPV4
         } else {
-            pkt[4..6].copy_from_slice(&tcp_len.to_be_bytes());
-            (
-                VIRTIO_NET_HDR_GSO_TCPV6,
-                pseudo_header(&pkt[8..40], tcp_len),
-            )
+            VIRTIO_NET_HDR_GSO_TCPV6
         };
-        // CHECKSUM_PARTIAL: the folded pseudo-header sum; the kernel
-        // completes each segment's checksum.
-        pkt[iph + 16..iph + 18].copy_from_slice(&pseudo.to_be_bytes());
-        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        hdr[1] = gso_type;
-        hdr[2..4].copy_from_slice(&(self.hdrs as u16).to_ne_bytes());
-        hdr[4..6].copy_from_slice(&(self.seg as u16).to_ne_bytes());
-        hdr[6..8].copy_from_slice(&(iph as u16).to_ne_bytes());
-        hdr[8..10].copy_from_slice(&16u16.to_ne_bytes());
+        let gso = Gso {
+            gso_type,
+            hdr_len: self.hdrs,
+            gso_size: self.seg,
+            csum_offset: 16,
+        };
+        finish_super_packet(hdr, &mut pkt[..len], iph, IPPROTO_TCP, &gso);
         &self.buf[..VIRTIO_NET_HDR_LEN + len]
     }
 }
@@ -160,19 +147,7 @@ impl TcpGro {
 /// An unfragmented TCP segment without IPv4 options or IPv6 extension
 /// headers, lengths consistent, flags ACK with at most PSH besides.
 fn candidate(pkt: &[u8]) -> Option<Candidate> {
-    let iph = match pkt.first()? >> 4 {
-        4 if pkt.len() >= 40 => {
-            let unfragmented = pkt[6] & 0x3f == 0 && pkt[7] == 0;
-            let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-            (pkt[0] == 0x45 && pkt[9] == IPPROTO_TCP && unfragmented && total == pkt.len())
-                .then_some(20)?
-        }
-        6 if pkt.len() >= 60 => {
-            let payload = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
-            (pkt[6] == IPPROTO_TCP && payload + 40 == pkt.len()).then_some(40)?
-        }
-        _ => return None,
-    };
+    let iph = plain_ip_header_len(pkt, IPPROTO_TCP, 20)?;
     let hdrs = iph + usize::from(pkt[iph + 12] >> 4) * 4;
     let flags = pkt[iph + 13];
     (hdrs >= iph + 20 && hdrs <= pkt.len() && flags & !TCP_PSH == TCP_ACK)
@@ -180,18 +155,10 @@ fn candidate(pkt: &[u8]) -> Option<Candidate> {
 }
 
 /// Same flow and the header fields every segment of a super-packet shares:
-/// IPv4 TOS, flags, TTL, addresses (IDs may differ: the kernel numbers the
-/// segments from the first); IPv6 traffic class, flow label, hop limit,
-/// addresses; TCP ports, ACK number, header length, window and options.
+/// the IP ones ([`same_ip_header`]); TCP ports, ACK number, header length,
+/// window and options.
 fn same_flow(first: &[u8], pkt: &[u8], iph: usize) -> bool {
-    let ip = if iph == 20 {
-        first[..2] == pkt[..2]
-            && first[6] == pkt[6]
-            && first[8..10] == pkt[8..10]
-            && first[12..20] == pkt[12..20]
-    } else {
-        first[..4] == pkt[..4] && first[6..40] == pkt[6..40]
-    };
+    let ip = same_ip_header(first, pkt, iph);
     let t = iph;
     ip && first[t..t + 4] == pkt[t..t + 4]
         && first[t + 8..t + 13] == pkt[t + 8..t + 13]
@@ -201,21 +168,14 @@ fn same_flow(first: &[u8], pkt: &[u8], iph: usize) -> bool {
 
 fn checksum_ok(pkt: &[u8], iph: usize) -> bool {
     let tcp_len = (pkt.len() - iph) as u16;
-    let addrs = if iph == 20 { &pkt[12..20] } else { &pkt[8..40] };
-    let pseudo = pseudo_header(addrs, tcp_len);
+    let pseudo = pseudo_header(pkt, iph, IPPROTO_TCP, tcp_len);
     tun_rs::checksum(&pkt[iph..], u64::from(pseudo)) == 0xffff
-}
-
-/// Folded pseudo-header sum (addresses = source then destination).
-fn pseudo_header(addrs: &[u8], tcp_len: u16) -> u16 {
-    let len = tcp_len.to_be_bytes();
-    let sum = tun_rs::checksum_no_fold(addrs, 0);
-    tun_rs::checksum(&[0, IPPROTO_TCP, len[0], len[1]], sum)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::offload::F_NEEDS_CSUM;
 
     /// IPv4 TCP segment 10.0.0.1:1000 -> 10.0.0.2:2000, ACK, valid checksum.
     fn segment(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
@@ -250,7 +210,7 @@ mod tests {
         p[36..38].fill(0);
         let tcp = !tun_rs::checksum(
             &p[20..],
-            u64::from(pseudo_header(&p[12..20], (p.len() - 20) as u16)),
+            u64::from(pseudo_header(p, 20, IPPROTO_TCP, (p.len() - 20) as u16)),
         );
         p[36..38].copy_from_slice(&tcp.to_be_bytes());
     }
@@ -271,10 +231,7 @@ mod tests {
         let out = g.finish().to_vec();
         assert!(g.is_empty());
         let hdr = &out[..VIRTIO_NET_HDR_LEN];
-        assert_eq!(
-            (hdr[0], hdr[1]),
-            (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4)
-        );
+        assert_eq!((hdr[0], hdr[1]), (F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4));
         assert_eq!(u16::from_ne_bytes([hdr[2], hdr[3]]), 40, "hdr_len");
         assert_eq!(u16::from_ne_bytes([hdr[4], hdr[5]]), 100, "gso_size");
         assert_eq!(u16::from_ne_bytes([hdr[6], hdr[7]]), 20, "csum_start");

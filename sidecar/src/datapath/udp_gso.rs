@@ -9,9 +9,10 @@
 
 use tun_rs::VIRTIO_NET_HDR_LEN;
 
-const UDP_HDR: usize = 8;
-const IPPROTO_UDP: u8 = 17;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+use super::offload::{
+    Gso, IPPROTO_UDP, UDP_HDR, finish_super_packet, plain_ip_header_len, same_ip_header,
+};
+
 const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
 /// The kernel refuses UDP GSO packets with more segments (UDP_MAX_SEGMENTS).
 const MAX_SEGMENTS: usize = 64;
@@ -98,25 +99,13 @@ impl UdpGso {
         }
         let udp_len = (len - iph) as u16;
         pkt[iph + 4..iph + 6].copy_from_slice(&udp_len.to_be_bytes());
-        let pseudo = if pkt[0] >> 4 == 4 {
-            pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            pkt[10..12].fill(0);
-            let sum = !tun_rs::checksum(&pkt[..iph], 0);
-            pkt[10..12].copy_from_slice(&sum.to_be_bytes());
-            pseudo_header(&pkt[12..16], &pkt[16..20], udp_len)
-        } else {
-            pkt[4..6].copy_from_slice(&udp_len.to_be_bytes());
-            pseudo_header(&pkt[8..24], &pkt[24..40], udp_len)
+        let gso = Gso {
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            hdr_len: iph + UDP_HDR,
+            gso_size: self.seg,
+            csum_offset: 6,
         };
-        // CHECKSUM_PARTIAL: the field holds the folded pseudo-header sum; the
-        // kernel completes it for every segment.
-        pkt[iph + 6..iph + 8].copy_from_slice(&pseudo.to_be_bytes());
-        hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        hdr[1] = VIRTIO_NET_HDR_GSO_UDP_L4;
-        hdr[2..4].copy_from_slice(&((iph + UDP_HDR) as u16).to_ne_bytes());
-        hdr[4..6].copy_from_slice(&(self.seg as u16).to_ne_bytes());
-        hdr[6..8].copy_from_slice(&(iph as u16).to_ne_bytes());
-        hdr[8..10].copy_from_slice(&6u16.to_ne_bytes());
+        finish_super_packet(hdr, pkt, iph, IPPROTO_UDP, &gso);
         &self.buf[..VIRTIO_NET_HDR_LEN + len]
     }
 }
@@ -124,50 +113,20 @@ impl UdpGso {
 /// IP header length of an unfragmented UDP datagram without IPv4 options
 /// or IPv6 extension headers, whose length fields match `pkt`.
 fn udp_header_len(pkt: &[u8]) -> Option<usize> {
-    let iph = match pkt.first()? >> 4 {
-        4 if pkt.len() >= 20 + UDP_HDR => {
-            let unfragmented = pkt[6] & 0x3f == 0 && pkt[7] == 0;
-            let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-            (pkt[0] == 0x45 && pkt[9] == IPPROTO_UDP && unfragmented && total == pkt.len())
-                .then_some(20)?
-        }
-        6 if pkt.len() >= 40 + UDP_HDR => {
-            let payload = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
-            (pkt[6] == IPPROTO_UDP && payload + 40 == pkt.len()).then_some(40)?
-        }
-        _ => return None,
-    };
+    let iph = plain_ip_header_len(pkt, IPPROTO_UDP, UDP_HDR)?;
     let udp_len = usize::from(u16::from_be_bytes([pkt[iph + 4], pkt[iph + 5]]));
     (udp_len == pkt.len() - iph).then_some(iph)
 }
 
-/// Same addresses, ports and the header fields the kernel copies from the
-/// first datagram into every segment (IPv4: TOS, DF, TTL; IPv6: traffic
-/// class, flow label, hop limit). IPv4 IDs may differ: the kernel numbers
-/// segments from the first one's ID.
+/// Same ports and IP header fields ([`same_ip_header`]).
 fn same_flow(first: &[u8], pkt: &[u8], iph: usize) -> bool {
-    let ports = first[iph..iph + 4] == pkt[iph..iph + 4];
-    ports
-        && if iph == 20 {
-            first[..2] == pkt[..2]
-                && first[6] == pkt[6]
-                && first[8..10] == pkt[8..10]
-                && first[12..20] == pkt[12..20]
-        } else {
-            first[..4] == pkt[..4] && first[6..40] == pkt[6..40]
-        }
-}
-
-fn pseudo_header(src: &[u8], dst: &[u8], udp_len: u16) -> u16 {
-    let len = udp_len.to_be_bytes();
-    let sum = tun_rs::checksum_no_fold(src, 0);
-    let sum = tun_rs::checksum_no_fold(dst, sum);
-    tun_rs::checksum(&[0, IPPROTO_UDP, len[0], len[1]], sum)
+    first[iph..iph + 4] == pkt[iph..iph + 4] && same_ip_header(first, pkt, iph)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::offload::F_NEEDS_CSUM;
 
     fn datagram_v4(id: u16, payload: usize) -> Vec<u8> {
         let total = 28 + payload;
@@ -199,7 +158,7 @@ mod tests {
         let out = g.finish().to_vec();
         assert!(g.is_empty());
         let hdr = &out[..VIRTIO_NET_HDR_LEN];
-        assert_eq!(hdr[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert_eq!(hdr[0], F_NEEDS_CSUM);
         assert_eq!(hdr[1], VIRTIO_NET_HDR_GSO_UDP_L4);
         assert_eq!(u16::from_ne_bytes([hdr[4], hdr[5]]), 100, "gso_size");
         assert_eq!(u16::from_ne_bytes([hdr[6], hdr[7]]), 20, "csum_start");

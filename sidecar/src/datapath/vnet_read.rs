@@ -13,10 +13,9 @@ use std::io;
 
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
 
+use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR, set_ipv4_header_checksum};
+
 const GSO_NONE: u8 = 0;
-const F_NEEDS_CSUM: u8 = 1;
-const IPPROTO_UDP: u8 = 17;
-const UDP_HDR: usize = 8;
 
 /// Reads one packet or super-packet from `dev` into `raw` and splits it
 /// into `segs` (each at `offset`), returning how many. An error without an
@@ -138,9 +137,7 @@ fn split_udp_v4(
         out[..hdrs].copy_from_slice(&pkt[..hdrs]);
         out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         out[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        out[10..12].fill(0);
-        let sum = !tun_rs::checksum(&out[..iph], 0);
-        out[10..12].copy_from_slice(&sum.to_be_bytes());
+        set_ipv4_header_checksum(&mut out[..iph]);
         out[iph + 4..iph + 6].copy_from_slice(&((UDP_HDR + chunk.len()) as u16).to_be_bytes());
         out[iph + 6..iph + 8].fill(0);
         out[hdrs..].copy_from_slice(chunk);
