@@ -154,6 +154,17 @@ impl Sim {
             .collect()
     }
 
+    /// The phases entered, in order, as the notes report them.
+    fn phase_changes(&self) -> Vec<Phase> {
+        self.notes
+            .iter()
+            .filter_map(|n| match n {
+                Note::PhaseChanged { phase, .. } => Some(*phase),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn drive_to(&mut self, phase: Phase) {
         for _ in 0..10 {
             if self.state.phase() == phase {
@@ -208,14 +219,7 @@ fn full_rotation_walks_every_phase_once_and_advances_the_epoch_once() {
     sim.notes.clear();
     sim.now = sim.state.next_rotation_at(&policy()).unwrap();
     sim.run_to_stable();
-    let phases: Vec<Phase> = sim
-        .notes
-        .iter()
-        .filter_map(|n| match n {
-            Note::PhaseChanged { phase, .. } => Some(*phase),
-            _ => None,
-        })
-        .collect();
+    let phases = sim.phase_changes();
     assert_eq!(phases, vec![Phase::Install, Phase::Switch, Phase::Retire]);
     assert_eq!(sim.started(), vec![(2, Trigger::Interval)]);
     assert_eq!(sim.completed(), vec![2]);
@@ -608,14 +612,7 @@ fn keys_published_early_make_rotations_start_in_install() {
     );
     assert_eq!(d.state.retained_epochs(), vec![1, 2], "PSK_2 issued now");
     sim.run_to_stable();
-    let phases: Vec<Phase> = sim
-        .notes
-        .iter()
-        .filter_map(|n| match n {
-            Note::PhaseChanged { phase, .. } => Some(*phase),
-            _ => None,
-        })
-        .collect();
+    let phases = sim.phase_changes();
     assert_eq!(phases, vec![Phase::Switch, Phase::Retire]);
     assert_eq!((sim.state.epoch, sim.state.members.len()), (2, 3));
     // From Switch on the nodes offer epoch-3 keys: the next one skips too.
