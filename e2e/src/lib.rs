@@ -3,3 +3,4 @@
 pub mod fake_sidecars;
 pub mod kube;
 pub mod topology;
+pub mod tunnels;

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use meshsec_crds::{IPsecTunnel, IPsecTunnelSpec, NodeSelector, RotationPhase};
 use meshsec_e2e::fake_sidecars::{
-    FakeSidecars, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
+    FakeSidecars, OperatorOptions, OperatorProcess, Scope, node_names,
 };
 use meshsec_e2e::kube::{client, ensure_crds, kubectl, kubectl_raw, repo_root, unique_name};
+use meshsec_e2e::tunnels::{
+    POOL_LABEL, create_tunnel, delete_tunnel_and_wait, request_rotation, stable_ready, wait_tunnel,
+};
 
 /// Uninstalls the release and deletes its namespace and the scope's
 /// objects when dropped (also on panic).
@@ -99,21 +99,6 @@ fn can_i(namespace: &str, sa: &str, args: &[&str]) -> bool {
     out.stdout.trim() == "yes"
 }
 
-async fn wait_phase(api: &Api<IPsecTunnel>, name: &str, epoch: i64, nodes: i32) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let st = api.get(name).await.unwrap().status.unwrap_or_default();
-        if st.epoch == epoch && st.phase == RotationPhase::Stable && st.nodes_ready == nodes {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "epoch {epoch} not ready on {nodes} nodes; status: {st:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_chart_rbac_is_enough_for_a_full_rotation_and_no_more() {
     let client = client().await.unwrap_or_else(|e| panic!("{e}"));
@@ -155,22 +140,8 @@ async fn the_chart_rbac_is_enough_for_a_full_rotation_and_no_more() {
     // A tunnel and three fake sidecars, reconciled by the operator under
     // the chart's identity.
     let tunnel = format!("{id}-t");
-    let labels: std::collections::BTreeMap<String, String> =
-        [("meshsec.io/test-pool".to_string(), id.clone())]
-            .into_iter()
-            .collect();
-    let mut spec = IPsecTunnelSpec {
-        node_selector: NodeSelector {
-            match_labels: Some(labels.clone()),
-            match_expressions: None,
-        },
-        ..IPsecTunnelSpec::default()
-    };
-    spec.rotation.grace_period = "1s".into();
-    let mut t = IPsecTunnel::new(&tunnel, spec);
-    t.metadata.labels = Some([(SCOPE_LABEL.to_string(), id.clone())].into());
-    let api: Api<IPsecTunnel> = Api::all(client.clone());
-    api.create(&PostParams::default(), &t).await.unwrap();
+    create_tunnel(&client, &rel.scope, &tunnel, &id, "2m").await;
+    let labels = [(POOL_LABEL.to_string(), id.clone())].into();
     let sidecars = FakeSidecars::start(&client, &id, &tunnel, node_names(&id, 3), &labels)
         .await
         .unwrap();
@@ -186,30 +157,14 @@ async fn the_chart_rbac_is_enough_for_a_full_rotation_and_no_more() {
         kubeconfig: Some(service_account_kubeconfig(ns, &sa, &dir)),
     };
     let op = OperatorProcess::spawn(&format!("{id}-op"), &opts).unwrap();
-    wait_phase(&api, &tunnel, 1, 3).await;
+    let ready = Duration::from_secs(90);
+    wait_tunnel(&client, &tunnel, ready, "epoch 1", stable_ready(1, 3)).await;
 
-    let rotate = serde_json::json!({"metadata": {"annotations": {"meshsec.io/rotate": "1"}}});
-    api.patch(&tunnel, &PatchParams::default(), &Patch::Merge(&rotate))
-        .await
-        .unwrap();
-    wait_phase(&api, &tunnel, 2, 3).await;
+    request_rotation(&client, &tunnel, "1").await;
+    wait_tunnel(&client, &tunnel, ready, "epoch 2", stable_ready(2, 3)).await;
 
     // Teardown: the finalizer deletes the PSK Secret (delete permission).
-    // Polled asynchronously: the fake sidecars acknowledge the teardown on
-    // this same runtime.
-    api.delete(&tunnel, &DeleteParams::default()).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = format!("meshsec-psk-{tunnel}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while api.get_opt(&tunnel).await.unwrap().is_some()
-        || secrets.get_opt(&secret).await.unwrap().is_some()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tunnel or its PSK Secret still there 60 s after the delete"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_tunnel_and_wait(&client, ns, &tunnel).await;
 
     let log = std::fs::read_to_string(&op.log).unwrap();
     assert!(

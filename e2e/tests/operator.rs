@@ -12,20 +12,21 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use meshsec_crds::conditions::{self, find_condition};
-use meshsec_crds::{
-    IPsecNode, IPsecTunnel, IPsecTunnelSpec, IPsecTunnelStatus, NodeSelector, RotationPhase,
-};
+use meshsec_crds::{IPsecNode, IPsecTunnel, IPsecTunnelStatus, RotationPhase};
 use meshsec_e2e::fake_sidecars::{
     FakeSidecars, KeyPublishing, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
     scoped_ipsecnodes,
 };
 use meshsec_e2e::kube::{client, ensure_crds, kubectl_raw, unique_name};
+use meshsec_e2e::tunnels::{
+    POOL_LABEL, create_tunnel, delete_tunnel_and_wait, psk, request_rotation, stable_ready,
+    wait_tunnel,
+};
 
 const NS: &str = "meshsec-system";
-const POOL_LABEL: &str = "meshsec.io/test-pool";
 
 /// Deletes the scope's objects when dropped (after the operators die).
 struct Guard(Scope);
@@ -54,63 +55,10 @@ fn options(scope: &Scope, lease_duration: u64) -> OperatorOptions {
     }
 }
 
-/// A tunnel selecting the nodes labelled `POOL_LABEL=<pool>`.
-async fn create_tunnel(client: &Client, scope: &Scope, name: &str, pool: &str, ack_timeout: &str) {
-    let mut spec = IPsecTunnelSpec {
-        node_selector: NodeSelector {
-            match_labels: Some(
-                [(POOL_LABEL.to_string(), pool.to_string())]
-                    .into_iter()
-                    .collect(),
-            ),
-            match_expressions: None,
-        },
-        ..IPsecTunnelSpec::default()
-    };
-    spec.rotation.ack_timeout = ack_timeout.into();
-    spec.rotation.grace_period = "1s".into();
-    let mut t = IPsecTunnel::new(name, spec);
-    t.metadata.labels = Some(
-        [(SCOPE_LABEL.to_string(), scope.id.clone())]
-            .into_iter()
-            .collect(),
-    );
-    Api::<IPsecTunnel>::all(client.clone())
-        .create(&PostParams::default(), &t)
-        .await
-        .unwrap();
-}
-
 fn pool(scope: &Scope, pool: &str) -> BTreeMap<String, String> {
     [(POOL_LABEL.to_string(), format!("{}-{pool}", scope.id))]
         .into_iter()
         .collect()
-}
-
-/// Poll the tunnel until `pred` holds; panic with the last status.
-async fn wait_tunnel(
-    client: &Client,
-    name: &str,
-    timeout: Duration,
-    what: &str,
-    pred: impl Fn(&IPsecTunnelStatus) -> bool,
-) -> IPsecTunnel {
-    let api: Api<IPsecTunnel> = Api::all(client.clone());
-    let start = Instant::now();
-    let mut last = None;
-    while start.elapsed() < timeout {
-        if let Ok(t) = api.get(name).await {
-            if t.status.as_ref().is_some_and(&pred) {
-                return t;
-            }
-            last = Some(t);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "timed out after {timeout:?} waiting for {what}; last: {:#?}",
-        last.map(|t| t.status)
-    );
 }
 
 fn cond<'a>(st: &'a IPsecTunnelStatus, kind: &str) -> Option<&'a meshsec_crds::Condition> {
@@ -158,31 +106,6 @@ async fn stable_mesh(client: &Client, scope: &Scope, ack_timeout: &str) -> Stabl
     }
 }
 
-fn stable_ready(epoch: i64, nodes: i32) -> impl Fn(&IPsecTunnelStatus) -> bool {
-    move |s| {
-        s.epoch == epoch
-            && s.phase == RotationPhase::Stable
-            && s.nodes_ready == nodes
-            && s.nodes_total == nodes
-            && is_true(s, conditions::tunnel::READY)
-    }
-}
-
-async fn psk(client: &Client, tunnel: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let s = api
-        .get_opt(&format!("meshsec-psk-{tunnel}"))
-        .await
-        .unwrap()?;
-    Some(
-        s.data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect(),
-    )
-}
-
 /// (reason, message, occurrences) of the Events about `tunnel`, oldest
 /// first. Occurrences matter: the recorder folds repeats into a series.
 async fn events(client: &Client, tunnel: &str) -> Vec<(String, String, i32)> {
@@ -208,33 +131,6 @@ fn count(evs: &[(String, String, i32)], reason: &str) -> i32 {
         .filter(|(r, _, _)| r == reason)
         .map(|(_, _, n)| *n)
         .sum()
-}
-
-async fn request_rotation(client: &Client, tunnel: &str, token: &str) {
-    let patch = serde_json::json!({"metadata": {"annotations": {"meshsec.io/rotate": token}}});
-    Api::<IPsecTunnel>::all(client.clone())
-        .patch(tunnel, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
-/// Delete the tunnel and wait until the finalizer let it go: the sidecars
-/// tore down and the PSK Secret is gone.
-async fn delete_tunnel_and_wait(client: &Client, tunnel: &str) {
-    let api: Api<IPsecTunnel> = Api::all(client.clone());
-    api.delete(tunnel, &DeleteParams::default()).await.unwrap();
-    let start = Instant::now();
-    while api.get_opt(tunnel).await.unwrap().is_some() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "tunnel {tunnel} not torn down in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        psk(client, tunnel).await.is_none(),
-        "PSK Secret must be deleted with the tunnel"
-    );
 }
 
 async fn wait_leader(ops: &mut [OperatorProcess], timeout: Duration) -> usize {
@@ -282,7 +178,7 @@ async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
         .filter_map(|n| n.status.as_ref()?.node_id)
         .collect();
     assert_eq!(ids.len(), 3, "node ids unique");
-    let before = psk(&client, &tunnel).await.expect("PSK Secret exists");
+    let before = psk(&client, NS, &tunnel).await.expect("PSK Secret exists");
     assert_eq!(before.keys().collect::<Vec<_>>(), vec!["epoch-1"]);
     assert_eq!(before["epoch-1"].len(), 32);
 
@@ -301,7 +197,7 @@ async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
     assert!(!is_true(&st, conditions::tunnel::ROTATING));
     assert!(!is_true(&st, conditions::tunnel::DEGRADED));
 
-    let after = psk(&client, &tunnel).await.unwrap();
+    let after = psk(&client, NS, &tunnel).await.unwrap();
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
         vec!["epoch-2"],
@@ -337,7 +233,7 @@ async fn full_rotation_completes_with_node_acks_and_replaces_the_psk() {
     ));
     assert_eq!(metric, Some(2.0));
 
-    delete_tunnel_and_wait(&client, &tunnel).await;
+    delete_tunnel_and_wait(&client, NS, &tunnel).await;
     sidecars.stop().await;
     drop(op);
 }
@@ -422,7 +318,7 @@ async fn a_node_leaving_triggers_a_rotation_that_cuts_it_off() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    delete_tunnel_and_wait(&client, &tunnel).await;
+    delete_tunnel_and_wait(&client, NS, &tunnel).await;
     sidecars.stop().await;
     drop(op);
 }
@@ -472,7 +368,7 @@ async fn killing_the_leader_mid_rotation_the_standby_resumes_and_advances_once()
         |s| s.phase == RotationPhase::Prepare,
     )
     .await;
-    let next_psk = psk(&client, &tunnel).await.unwrap()["epoch-2"].clone();
+    let next_psk = psk(&client, NS, &tunnel).await.unwrap()["epoch-2"].clone();
 
     let killed_at = Instant::now();
     ops[leader].kill();
@@ -505,7 +401,7 @@ async fn killing_the_leader_mid_rotation_the_standby_resumes_and_advances_once()
         .await
         .unwrap();
     assert_eq!(t.status.as_ref().unwrap().epoch, 2);
-    let after = psk(&client, &tunnel).await.unwrap();
+    let after = psk(&client, NS, &tunnel).await.unwrap();
     assert_eq!(
         after["epoch-2"], next_psk,
         "the new leader resumed with the issued PSK, not a fresh one"
@@ -514,7 +410,7 @@ async fn killing_the_leader_mid_rotation_the_standby_resumes_and_advances_once()
     assert_eq!(count(&evs, "RotationStarted"), 1, "{evs:#?}");
     assert_eq!(count(&evs, "RotationCompleted"), 1, "{evs:#?}");
 
-    delete_tunnel_and_wait(&client, &tunnel).await;
+    delete_tunnel_and_wait(&client, NS, &tunnel).await;
     sidecars.stop().await;
     drop(ops);
 }
@@ -576,7 +472,7 @@ async fn invalid_and_conflicting_specs_get_clear_messages() {
     );
     assert!(!is_true(&st, conditions::tunnel::READY));
     assert!(
-        psk(&client, &newer).await.is_none(),
+        psk(&client, NS, &newer).await.is_none(),
         "nothing applied for a conflicting tunnel"
     );
     assert!(
@@ -621,7 +517,7 @@ async fn invalid_and_conflicting_specs_get_clear_messages() {
     assert_eq!(ready.message, "nodeSelector matches no node");
 
     // The older tunnel goes: the newer one is no longer in conflict.
-    delete_tunnel_and_wait(&client, &older).await;
+    delete_tunnel_and_wait(&client, NS, &older).await;
     wait_tunnel(
         &client,
         &newer,
@@ -630,9 +526,9 @@ async fn invalid_and_conflicting_specs_get_clear_messages() {
         |s| !is_true(s, conditions::tunnel::CONFLICT) && s.epoch == 1,
     )
     .await;
-    assert!(psk(&client, &newer).await.is_some());
-    delete_tunnel_and_wait(&client, &newer).await;
-    delete_tunnel_and_wait(&client, &empty).await;
+    assert!(psk(&client, NS, &newer).await.is_some());
+    delete_tunnel_and_wait(&client, NS, &newer).await;
+    delete_tunnel_and_wait(&client, NS, &empty).await;
     sidecars.stop().await;
     drop(op);
 }
@@ -748,7 +644,7 @@ async fn an_idle_cluster_sees_zero_api_writes_from_the_operator_over_60_s() {
             "MESHSEC_AUDIT_LOG unset: counted by resourceVersions and the operator's own counter only"
         );
     }
-    delete_tunnel_and_wait(&client, &tunnel).await;
+    delete_tunnel_and_wait(&client, NS, &tunnel).await;
     sidecars.stop().await;
     drop(op);
 }
@@ -810,7 +706,7 @@ async fn a_node_missing_the_ack_timeout_is_evicted_reported_and_rejoins_when_it_
     assert_eq!(t.status.unwrap().epoch, 2, "rejoining needs no rotation");
     assert_eq!(count(&events(&client, &tunnel).await, "RotationStarted"), 1);
 
-    delete_tunnel_and_wait(&client, &tunnel).await;
+    delete_tunnel_and_wait(&client, NS, &tunnel).await;
     sidecars.stop().await;
     drop(op);
 }
