@@ -8,12 +8,13 @@
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use meshsec_crds::{IPsecTunnel, IPsecTunnelSpec, NodeSelector, RotationPhase};
+use kube::api::{Api, DeleteParams};
+use meshsec_crds::{IPsecTunnel, RotationPhase};
 use meshsec_e2e::fake_sidecars::{
-    FakeSidecars, OperatorOptions, OperatorProcess, SCOPE_LABEL, Scope, node_names,
+    FakeSidecars, OperatorOptions, OperatorProcess, Scope, node_names,
 };
 use meshsec_e2e::kube::{client, ensure_crds, kubectl_raw, unique_name};
+use meshsec_e2e::tunnels::{POOL_LABEL, create_tunnel, request_rotation};
 
 const NS: &str = "meshsec-system";
 
@@ -96,28 +97,7 @@ async fn rotation_at_scale() {
     let guard = Guard(Scope::new(&unique_name("bench")));
     let scope = &guard.0;
     let tunnel = format!("{}-t", scope.id);
-    let pool = [("meshsec.io/bench-pool".to_string(), scope.id.clone())]
-        .into_iter()
-        .collect();
-    let mut spec = IPsecTunnelSpec {
-        node_selector: NodeSelector {
-            match_labels: Some(pool),
-            match_expressions: None,
-        },
-        ..IPsecTunnelSpec::default()
-    };
-    spec.rotation.ack_timeout = "10m".into();
-    spec.rotation.grace_period = "1s".into();
-    let mut t = IPsecTunnel::new(&tunnel, spec.clone());
-    t.metadata.labels = Some(
-        [(SCOPE_LABEL.to_string(), scope.id.clone())]
-            .into_iter()
-            .collect(),
-    );
-    Api::<IPsecTunnel>::all(client.clone())
-        .create(&PostParams::default(), &t)
-        .await
-        .unwrap();
+    create_tunnel(&client, scope, &tunnel, &scope.id, "10m").await;
 
     let opts = OperatorOptions {
         selector: scope.selector(),
@@ -129,7 +109,7 @@ async fn rotation_at_scale() {
     };
     let op = OperatorProcess::spawn(&format!("{}-op", scope.id), &opts).unwrap();
     let setup = Instant::now();
-    let labels = spec.node_selector.match_labels.clone().unwrap();
+    let labels = [(POOL_LABEL.to_string(), scope.id.clone())].into();
     let sidecars = FakeSidecars::start(
         &client,
         &scope.id,
@@ -156,11 +136,7 @@ async fn rotation_at_scale() {
     let rss_admitted_mib = op.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     let profile = start_apiserver_profile();
     let start = Instant::now();
-    let patch = serde_json::json!({"metadata": {"annotations": {"meshsec.io/rotate": "bench"}}});
-    Api::<IPsecTunnel>::all(client.clone())
-        .patch(&tunnel, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    request_rotation(&client, &tunnel, "bench").await;
     let mut phases = Vec::new();
     wait(
         &client,
