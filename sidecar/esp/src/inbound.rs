@@ -5,7 +5,7 @@ use core::ops::Range;
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{Checksum, IpLayout, family_and_len, move_header, rewrite_header};
+use crate::ip::{Checksum, IpLayout, family_and_len, rewrite_header};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::wire::{esp, ip_proto, udp};
 use crate::{
@@ -276,7 +276,7 @@ fn restore_transport(
     next_header: u8,
 ) -> Result<Range<usize>, OpenError> {
     let new_start = payload_at - ip.upper_offset;
-    move_header(buf, start, ip.upper_offset, new_start);
+    buf.copy_within(start..start + ip.upper_offset, new_start);
     rewrite_header(
         &mut buf[new_start..payload_end],
         ip.family,

@@ -76,25 +76,6 @@ pub(crate) fn family_and_len(packet: &[u8]) -> Result<(Family, usize), WireError
     }
 }
 
-/// Moves the `len`-byte IP header at `from` to `to` within `buf` (the
-/// ranges may overlap). The usual lengths (IPv4 without options, IPv6
-/// without extension headers) are copied through a fixed-size array: the
-/// compiler turns that into a few register moves, where `copy_within`'s
-/// run-time length calls `memmove`, a visible share of the per-packet
-/// work at 1400 B (docs/protocol.md §8).
-pub(crate) fn move_header(buf: &mut [u8], from: usize, len: usize, to: usize) {
-    fn fixed<const N: usize>(buf: &mut [u8], from: usize, to: usize) {
-        let mut h = [0u8; N];
-        h.copy_from_slice(&buf[from..from + N]);
-        buf[to..to + N].copy_from_slice(&h);
-    }
-    match len {
-        ipv4::HEADER_LEN => fixed::<{ ipv4::HEADER_LEN }>(buf, from, to),
-        ipv6::HEADER_LEN => fixed::<{ ipv6::HEADER_LEN }>(buf, from, to),
-        _ => buf.copy_within(from..from + len, to),
-    }
-}
-
 /// How to bring an IPv4 header checksum up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Checksum {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{Checksum, IpLayout, family_and_len, move_header, rewrite_header};
+use crate::ip::{Checksum, IpLayout, family_and_len, rewrite_header};
 use crate::wire::{checksum, esp, ip_proto, ipv4, ipv6, udp};
 use crate::{
     Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, SaKey, SealError,
@@ -306,7 +306,7 @@ impl OutboundSa {
         let payload = start + hdr_len..start + ip.total_len;
         let end = self.check_room(buf, new_start, &payload, ip.family)?;
         let seq = self.take_seq(tickets, payload.len())?;
-        move_header(buf, start, hdr_len, new_start);
+        buf.copy_within(start..start + hdr_len, new_start);
         let esp_at = new_start + hdr_len + self.encap.header_len();
         self.write_headers(buf, new_start, ip.family, ip.next_header_at, esp_at, end);
         self.protect(buf, esp_at, payload, ip.protocol, seq)?;
