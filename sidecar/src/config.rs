@@ -157,6 +157,26 @@ pub struct DatapathOptions {
     /// worker never polls, nor does one under bulk load (its sleeps are
     /// short). See docs/datapath.md (Latency).
     pub busy_poll_us: u32,
+    /// Which TUN queue (worker) gets a packet. See [`Steering`].
+    pub steering: Steering,
+}
+
+/// How the TUN spreads packets over its queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Steering {
+    /// The kernel's default: by flow hash. A single flow's sealing and the
+    /// sending application run on different CPUs (best single-flow
+    /// throughput).
+    #[default]
+    Flow,
+    /// To the queue of the CPU the packet is on, whose worker is pinned to
+    /// that CPU: every worker wake-up is local, which roughly halves the
+    /// added latency of sparse traffic but keeps a flow's work on its
+    /// sender's CPU (lower single-flow throughput). One queue per CPU; needs
+    /// CAP_BPF (or CAP_SYS_ADMIN) for the steering program. See
+    /// docs/datapath.md (Latency).
+    Cpu,
 }
 
 impl Default for DatapathOptions {
@@ -170,6 +190,7 @@ impl Default for DatapathOptions {
             blackhole_metric: 4000,
             offload: true,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
+            steering: Steering::Flow,
         }
     }
 }
@@ -281,6 +302,12 @@ impl Config {
         if d.rule_priority == 0 || d.rule_priority + 10 >= 32766 {
             return Err(invalid("datapath.rulePriority", "must be within 1..32756"));
         }
+        if d.steering == Steering::Cpu && d.queues != 0 {
+            return Err(invalid(
+                "datapath.queues",
+                "must be 0 (one per CPU) with datapath.steering: cpu",
+            ));
+        }
         if d.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(
                 "datapath.busyPollUs",
@@ -378,6 +405,7 @@ mod tests {
         assert_eq!(c.tunnel.udp_port, 4500);
         assert_eq!(c.datapath.device, "meshsec0");
         assert_eq!(c.datapath.busy_poll_us, DEFAULT_BUSY_POLL_US);
+        assert_eq!(c.datapath.steering, Steering::Flow);
         assert_eq!(c.peers[0].pod_cidrs.len(), 2);
     }
 
@@ -412,5 +440,16 @@ mod tests {
         assert!(err(&(base() + "tunnel:\n  cipher: des\n")).contains("des"));
         assert!(err(&base().replace("10.244.2.0/24", "10.244.2.1/24")).contains("host bits"));
         assert!(err(&(base() + "datapath:\n  busyPollUs: 10001\n")).contains("busyPollUs"));
+        assert!(err(&(base() + "datapath:\n  steering: rss\n")).contains("rss"));
+        assert!(
+            err(&(base() + "datapath:\n  steering: cpu\n  queues: 2\n"))
+                .contains("datapath.queues")
+        );
+    }
+
+    #[test]
+    fn test_parse_cpu_steering() {
+        let c = parse(&(base() + "datapath:\n  steering: cpu\n")).unwrap();
+        assert_eq!(c.datapath.steering, Steering::Cpu);
     }
 }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, Steering};
 use crate::datapath::Datapath;
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, Scope, plan::plan};
@@ -48,7 +48,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let generation = generation::next(&cfg.state_file, cfg.generation)?;
     let metrics = Arc::new(Metrics::new());
     let dp = Datapath::new(&cfg, keypair, psk, generation, metrics.clone())?;
+    let pin = cfg.datapath.steering == Steering::Cpu;
     let queues = match cfg.datapath.queues {
+        _ if pin => crate::steering::queues()?,
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -60,6 +62,12 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         queues,
         cfg.datapath.offload,
     )?;
+    // Held for the process's lifetime: it shows the program in
+    // /proc/<pid>/fd (the TUN keeps its own reference).
+    let _steering = match devices.first() {
+        Some(q) if pin => Some(crate::steering::attach(q)?),
+        _ => None,
+    };
     let index = nl.ifindex(&cfg.datapath.device).await?;
     if cfg.datapath.offload {
         nl.set_gso_max_segs(index, crate::datapath::MAX_SEGMENTS)
@@ -72,6 +80,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             cfg.tunnel.mtu,
             cfg.tunnel.strict,
             Duration::from_micros(u64::from(cfg.datapath.busy_poll_us)),
+            pin,
         )
         .context("starting workers")?;
     nl.reconcile(&plan(&cfg, true), &scope, Some(index))

@@ -15,6 +15,7 @@ mod http;
 mod keys;
 mod metrics;
 mod netlink;
+mod steering;
 mod tun;
 
 #[derive(Debug, Parser)]

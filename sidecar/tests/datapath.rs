@@ -87,6 +87,44 @@ fn transport_raw_esp() {
     exercise(&mesh, Kind::Esp);
 }
 
+/// `datapath.steering: cpu`: the steering program is loaded, worker `i` is
+/// pinned to CPU `i`, and traffic flows and stays encrypted as before.
+#[test]
+fn cpu_steering_pins_workers_and_keeps_traffic_encrypted() {
+    let _s = serial();
+    let mesh = Mesh::new("  mode: transport\ndatapath:\n  steering: cpu\n");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for node in 0..2 {
+        let pid = mesh.pid(node).unwrap();
+        let mut pinned = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+            let Some(q) = comm.trim().strip_prefix("meshsec-q") else {
+                continue;
+            };
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            let cpus_allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap()
+                .trim()
+                .to_string();
+            pinned.push((q.parse::<usize>().unwrap(), cpus_allowed));
+        }
+        pinned.sort();
+        let want: Vec<(usize, String)> = (0..cpus).map(|i| (i, i.to_string())).collect();
+        assert_eq!(pinned, want, "node {node}: one worker per CPU, pinned");
+        let bpf_progs = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .filter(|l| l.to_string_lossy() == "anon_inode:bpf-prog")
+            .count();
+        assert_eq!(bpf_progs, 1, "node {node}: steering program loaded");
+    }
+    exercise(&mesh, Kind::UdpEsp);
+}
+
 #[test]
 fn tunnel_udp_encap() {
     let _s = serial();

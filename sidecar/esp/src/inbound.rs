@@ -12,6 +12,9 @@ use crate::{
     Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, OpenError, SaKey,
 };
 
+/// Packets of an [`InboundSa::open_batch`] accepted under one lock.
+const ACCEPT_CHUNK: usize = 64;
+
 /// Receiving half of an SA. Shared by worker threads (`&self`).
 pub struct InboundSa {
     spi: u32,
@@ -120,6 +123,63 @@ impl InboundSa {
     /// the restored plaintext IP packet. The replay window is updated only
     /// after the ICV verified.
     pub fn open(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, OpenError> {
+        let (plain, seq) = self.open_unaccepted(buf, pkt)?;
+        self.replay.accept(seq).map_err(replay_error)?;
+        Ok(plain)
+    }
+
+    /// Opens every packet `pkts[i]` in `bufs[i]` in place, like
+    /// [`Self::open`], and puts each result in `results[i]`. The replay
+    /// window is updated once for the batch, under one lock, after every
+    /// packet of it authenticated (or failed): the lock's locked
+    /// instruction waits for all pending stores, and after an in-place
+    /// decryption that is the whole plaintext, once per packet in
+    /// [`Self::open`] (docs/protocol.md §8). A duplicate within the batch
+    /// is accepted once, as are numbers another thread accepted meanwhile.
+    /// The slices must have equal lengths; extra entries of the longer
+    /// ones are ignored.
+    pub fn open_batch<B: AsMut<[u8]>>(
+        &self,
+        bufs: &mut [B],
+        pkts: &[Range<usize>],
+        results: &mut [Result<Range<usize>, OpenError>],
+    ) {
+        let n = bufs.len().min(pkts.len()).min(results.len());
+        let mut seqs = [0u64; ACCEPT_CHUNK];
+        let mut start = 0;
+        while start < n {
+            let end = (start + ACCEPT_CHUNK).min(n);
+            for i in start..end {
+                results[i] = match self.open_unaccepted(bufs[i].as_mut(), pkts[i].clone()) {
+                    Ok((plain, seq)) => {
+                        seqs[i - start] = seq;
+                        Ok(plain)
+                    }
+                    Err(e) => {
+                        // 0 is never accepted (RFC 4303 §3.3.3): a placeholder.
+                        seqs[i - start] = 0;
+                        Err(e)
+                    }
+                };
+            }
+            let chunk = &mut results[start..end];
+            self.replay.accept_each(&seqs[..end - start], |i, e| {
+                if chunk[i].is_ok() {
+                    chunk[i] = Err(replay_error(e));
+                }
+            });
+            start = end;
+        }
+    }
+
+    /// Everything of [`Self::open`] but the replay window update: returns
+    /// the plaintext range and the sequence number to accept before the
+    /// packet may be used.
+    fn open_unaccepted(
+        &self,
+        buf: &mut [u8],
+        pkt: Range<usize>,
+    ) -> Result<(Range<usize>, u64), OpenError> {
         let loc = self.locate(buf, pkt.clone())?;
         let esp = esp::Packet::new_checked(&buf[loc.esp_at..loc.end])?;
         if esp.spi() != self.spi {
@@ -130,10 +190,9 @@ impl InboundSa {
         self.crypto
             .open(buf, loc.esp_at, ct_end, seq)
             .map_err(|_| OpenError::AuthFailed)?;
-        self.replay.accept(seq).map_err(replay_error)?;
         let payload_at = loc.esp_at + ESP_HEADER_LEN + IV_LEN;
         let (payload_end, next_header) = strip_trailer(buf, payload_at, ct_end)?;
-        match self.mode {
+        let plain = match self.mode {
             Mode::Transport => restore_transport(
                 buf,
                 pkt.start,
@@ -143,7 +202,8 @@ impl InboundSa {
                 next_header,
             ),
             Mode::Tunnel => inner_packet(buf, payload_at, payload_end, next_header),
-        }
+        }?;
+        Ok((plain, seq))
     }
 
     /// Finds the ESP header behind the IP (and UDP) header.

@@ -111,6 +111,11 @@ impl ReplayWindow {
     /// accepted it meanwhile or the window moved past it.
     pub fn accept(&self, seq: u64) -> Result<(), ReplayError> {
         let _g = self.lock();
+        self.accept_locked(seq)
+    }
+
+    /// [`Self::accept`] with the writer lock held.
+    fn accept_locked(&self, seq: u64) -> Result<(), ReplayError> {
         let top = self.top.load(Ordering::Relaxed);
         self.check_against(top, seq)?;
         if seq > top {
@@ -124,6 +129,24 @@ impl ReplayWindow {
             self.top.store(seq, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// [`Self::accept`] for each of `seqs` in order, under one lock; calls
+    /// `rejected(i, why)` for each that fails. `0` entries are skipped
+    /// (never a valid sequence number: placeholders for packets that
+    /// failed before).
+    pub fn accept_each(&self, seqs: &[u64], mut rejected: impl FnMut(usize, ReplayError)) {
+        if seqs.iter().all(|s| *s == 0) {
+            return;
+        }
+        let _g = self.lock();
+        for (i, &seq) in seqs.iter().enumerate() {
+            if seq != 0
+                && let Err(e) = self.accept_locked(seq)
+            {
+                rejected(i, e);
+            }
+        }
     }
 
     fn lock(&self) -> WriterGuard<'_> {

@@ -105,3 +105,34 @@ fn seal_and_open_do_not_allocate() {
         }
     }
 }
+
+#[test]
+fn batches_do_not_allocate() {
+    let p = ipv4_packet(17, &[7; 1400]);
+    for &backend in Backend::ALL {
+        for (cipher, mode, encap, tunnel) in configs() {
+            let (out, inb) = pair(backend, cipher, mode, encap, tunnel);
+            let (buf, range) = framed(&p);
+            let mut bufs = vec![buf.clone(); 8];
+            let ranges = vec![range; 8];
+            let mut sealed = vec![Ok(0..0); 8];
+            let mut opened = vec![Ok(0..0); 8];
+            for round in 0..10 {
+                bufs.iter_mut().for_each(|b| b.copy_from_slice(&buf));
+                let (n, ()) = count(|| out.seal_batch(&mut bufs, &ranges, &mut sealed));
+                assert_eq!(
+                    n, 0,
+                    "{backend:?} {cipher:?} {mode:?} {encap:?} seal_batch allocated"
+                );
+                let sealed_ranges: Vec<_> = sealed.iter().map(|r| r.clone().unwrap()).collect();
+                let (n, ()) = count(|| inb.open_batch(&mut bufs, &sealed_ranges, &mut opened));
+                // The first round may initialise lazily, like the warm-up above.
+                assert!(
+                    round == 0 || n == 0,
+                    "{backend:?} {cipher:?} open_batch allocated"
+                );
+                assert!(opened.iter().all(|r| r.is_ok()));
+            }
+        }
+    }
+}

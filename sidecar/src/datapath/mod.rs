@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meshsec_esp::key_schedule::KeyPair;
-use tracing::error;
+use tracing::{error, warn};
 use tun_rs::SyncDevice;
 
 use crate::config::Config;
@@ -74,13 +74,15 @@ impl Datapath {
         })
     }
 
-    /// Starts one worker per TUN queue; returns how many.
+    /// Starts one worker per TUN queue; returns how many. With `pin`,
+    /// worker `i` runs on CPU `i` only (CPU steering).
     pub fn spawn(
         &self,
         queues: Vec<SyncDevice>,
         mtu: u16,
         strict: bool,
         busy_poll: Duration,
+        pin: bool,
     ) -> std::io::Result<usize> {
         let n = queues.len();
         for (i, dev) in queues.into_iter().enumerate() {
@@ -89,6 +91,11 @@ impl Datapath {
                 .name(format!("meshsec-q{i}"))
                 .spawn(move || {
                     let metrics = shared.metrics.clone();
+                    if pin && let Err(e) = crate::steering::pin_current_thread(i) {
+                        // Unpinned, its queue's packets wake it remotely:
+                        // slower, not wrong.
+                        warn!(queue = i, error = %e, "cannot pin worker to its CPU");
+                    }
                     if let Err(e) = worker::Worker::new(shared, dev, mtu, strict, busy_poll).run() {
                         error!(queue = i, error = %e, "datapath worker stopped");
                         // A dead queue drops its flows: report unhealthy.

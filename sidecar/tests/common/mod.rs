@@ -137,6 +137,14 @@ impl Mesh {
         self.sidecars[i] = Some(Guard(Some(child)));
     }
 
+    /// Process id of node `i`'s sidecar, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.sidecars[i]
+            .as_ref()
+            .and_then(|g| g.0.as_ref())
+            .map(|c| c.id())
+    }
+
     pub fn wait_healthy(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
