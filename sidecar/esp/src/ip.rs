@@ -117,8 +117,10 @@ pub(crate) fn rewrite_header(
             match checksum {
                 Checksum::Full => ipv4::Packet::new_unchecked(packet).fill_checksum(),
                 Checksum::Incremental => {
-                    let c = checksum::update16(old_check, old_len, new_len);
-                    let c = checksum::update16(c, old_ttl_proto, new_ttl_proto);
+                    let c = checksum::update(
+                        old_check,
+                        &[(old_len, new_len), (old_ttl_proto, new_ttl_proto)],
+                    );
                     put16(packet, 10, c);
                 }
             }

@@ -429,12 +429,14 @@ impl OutboundSa {
         );
         if let Encap::Udp { sport, dport } = self.encap {
             let udp_at = esp_at - udp::HEADER_LEN;
-            let mut u = udp::Packet::new_unchecked(&mut buf[udp_at..end]);
-            u.set_src_port(sport);
-            u.set_dst_port(dport);
-            u.set_len((end - udp_at) as u16);
-            // RFC 3948 §2.1: zero checksum over IPv4.
-            u.set_checksum(0);
+            // RFC 3948 §2.1: zero checksum over IPv4 (IPv6: filled in by
+            // `finish_udp_v6`).
+            udp::Packet::new_unchecked(&mut buf[udp_at..end]).set_header(
+                sport,
+                dport,
+                (end - udp_at) as u16,
+                0,
+            );
         }
     }
 

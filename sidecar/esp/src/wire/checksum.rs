@@ -53,7 +53,15 @@ pub fn pseudo_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: u32) -> u64 {
 /// RFC 1624 eqn. 3: the new checksum after one 16-bit word changed from
 /// `old` to `new`, without touching the rest of the data.
 pub fn update16(check: u16, old: u16, new: u16) -> u16 {
-    let sum = u64::from(!check) + u64::from(!old) + u64::from(new);
+    update(check, &[(old, new)])
+}
+
+/// RFC 1624 eqn. 3 for several changed 16-bit words `(old, new)` at once:
+/// one fold instead of one per word.
+pub fn update(check: u16, changes: &[(u16, u16)]) -> u16 {
+    let sum = changes.iter().fold(u64::from(!check), |s, &(old, new)| {
+        s + u64::from(!old) + u64::from(new)
+    });
     !fold(sum)
 }
 
@@ -82,5 +90,19 @@ mod tests {
         let old = u16::from_be_bytes([data[2], data[3]]);
         data[2..4].copy_from_slice(&1400u16.to_be_bytes());
         assert_eq!(update16(c, old, 1400), checksum(&data));
+    }
+
+    #[test]
+    fn several_words_at_once_match_recompute() {
+        let mut data = [
+            0x45u8, 0, 0, 40, 1, 2, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let c = checksum(&data);
+        let word = |d: &[u8], i: usize| u16::from_be_bytes([d[i], d[i + 1]]);
+        let (old_len, old_ttl) = (word(&data, 2), word(&data, 8));
+        data[2..4].copy_from_slice(&0xfff0u16.to_be_bytes());
+        data[9] = 17;
+        let changes = [(old_len, 0xfff0), (old_ttl, word(&data, 8))];
+        assert_eq!(update(c, &changes), checksum(&data));
     }
 }

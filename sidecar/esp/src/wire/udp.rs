@@ -94,6 +94,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_checksum(&mut self, v: u16) {
         put16(self.buffer.as_mut(), field::CHECKSUM, v);
     }
+
+    /// Writes the whole 8-byte header in one store (ports, length,
+    /// checksum), where four 2-byte writes each carry a bounds check.
+    pub fn set_header(&mut self, src_port: u16, dst_port: u16, len: u16, checksum: u16) {
+        let h = (u64::from(src_port) << 48)
+            | (u64::from(dst_port) << 32)
+            | (u64::from(len) << 16)
+            | u64::from(checksum);
+        self.buffer.as_mut()[..HEADER_LEN].copy_from_slice(&h.to_be_bytes());
+    }
 }
 
 #[cfg(test)]
