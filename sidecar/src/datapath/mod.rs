@@ -8,6 +8,8 @@ mod keying;
 mod offload;
 pub mod packet;
 mod peers;
+mod sa_cache;
+mod tally;
 mod tcp_gro;
 mod udp_gso;
 mod vnet_read;

@@ -13,7 +13,7 @@ use std::io;
 
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
 
-use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR, set_ipv4_header_checksum};
+use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR};
 
 const GSO_NONE: u8 = 0;
 
@@ -128,6 +128,7 @@ fn split_udp_v4(
         return Err(io::Error::other("UDP super-packet has too many segments"));
     }
     let id = u16::from_be_bytes([pkt[4], pkt[5]]);
+    let header_sum = ipv4_sum_without_len_id(&pkt[..iph]);
     let mut n = 0;
     for (i, chunk) in payload.chunks(gso_size).enumerate() {
         let total = hdrs + chunk.len();
@@ -135,9 +136,11 @@ fn split_udp_v4(
             .get_mut(offset..offset + total)
             .ok_or_else(|| io::Error::other("datagram larger than a segment buffer"))?;
         out[..hdrs].copy_from_slice(&pkt[..hdrs]);
+        let id = id.wrapping_add(i as u16);
         out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        out[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        set_ipv4_header_checksum(&mut out[..iph]);
+        out[4..6].copy_from_slice(&id.to_be_bytes());
+        let check = !fold(header_sum + u32::from(total as u16) + u32::from(id));
+        out[10..12].copy_from_slice(&check.to_be_bytes());
         out[iph + 4..iph + 6].copy_from_slice(&((UDP_HDR + chunk.len()) as u16).to_be_bytes());
         out[iph + 6..iph + 8].fill(0);
         out[hdrs..].copy_from_slice(chunk);
@@ -145,6 +148,27 @@ fn split_udp_v4(
         n += 1;
     }
     Ok(n)
+}
+
+/// One's-complement sum of the IPv4 header `ip` without its total length,
+/// identification and checksum fields: what every datagram of a split
+/// shares, so each one's header checksum is two additions away instead of
+/// a pass over the header just written (whose loads, right after the
+/// stores of the new fields, stalled on store forwarding: profile).
+fn ipv4_sum_without_len_id(ip: &[u8]) -> u32 {
+    ip.chunks_exact(2)
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 1 | 2 | 5))
+        .map(|(_, w)| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum()
+}
+
+/// Folds a one's-complement sum to 16 bits.
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum >> 16) + (sum & 0xffff);
+    }
+    sum as u16
 }
 
 /// CHECKSUM_PARTIAL: the field at `start + offset` holds the pseudo-header

@@ -22,7 +22,10 @@ use meshsec_esp::{Family, HEADROOM, Inbound, TAILROOM};
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::Shared;
+use super::offload::F_DATA_VALID;
 use super::packet::{self, IpSummary};
+use super::sa_cache::SaCache;
+use super::tally::{PeerTallies, Tally};
 use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
 use super::vnet_read;
@@ -48,7 +51,11 @@ const SPARSE_GAP: Duration = Duration::from_millis(1);
 enum Verdict {
     /// Write the sealed `buf[range]` (coalesced into UDP GSO if possible).
     Sealed(Range<usize>),
-    /// Write `buf[range]` back (coalesced into TSO if possible).
+    /// Write the opened (authenticated) `buf[range]` back (coalesced into
+    /// TSO if possible).
+    Opened(Range<usize>),
+    /// Write the plaintext `buf[range]` back (coalesced into TSO if
+    /// possible).
     Send(Range<usize>),
     /// Write the ICMP error in the scratch buffer (`len` bytes after the
     /// virtio-net header room) back.
@@ -77,35 +84,12 @@ pub struct Worker {
     strict: bool,
     /// How long to keep polling an empty queue after handling packets.
     busy_poll: Duration,
-    /// This read's contribution to the totals, added once per read.
+    /// This read's contribution to the totals and to each peer's
+    /// counters, added once per read.
     tally: Tally,
-}
-
-/// Packets and bytes of one read, for the total counters: one atomic add
-/// per counter and read instead of per packet (the totals are shared by
-/// all workers). Per-peer counters are still counted per packet.
-#[derive(Default)]
-struct Tally {
-    packets_in: u64,
-    bytes_in: u64,
-    packets_out: u64,
-    bytes_out: u64,
-}
-
-impl Tally {
-    fn flush(&mut self, total: &Counters) {
-        let t = std::mem::take(self);
-        for (counter, n) in [
-            (&total.packets_in, t.packets_in),
-            (&total.bytes_in, t.bytes_in),
-            (&total.packets_out, t.packets_out),
-            (&total.bytes_out, t.bytes_out),
-        ] {
-            if n > 0 {
-                counter.inc_by(n);
-            }
-        }
-    }
+    peer_tally: PeerTallies,
+    /// SAs used last, per peer: no shared lock or count per packet.
+    sas: SaCache,
 }
 
 impl Worker {
@@ -127,6 +111,7 @@ impl Worker {
         let fit = |inner| {
             meshsec_esp::path::inner_mtu(usize::from(mtu), k.mode, k.encap, outer(inner), k.cipher)
         };
+        let peers = shared.peers.peers.len();
         Self {
             max_plain_v4: fit(Family::V4),
             max_plain_v6: fit(Family::V6),
@@ -141,6 +126,8 @@ impl Worker {
             strict,
             busy_poll,
             tally: Tally::default(),
+            peer_tally: PeerTallies::new(peers),
+            sas: SaCache::new(peers),
             dev,
         }
     }
@@ -162,7 +149,8 @@ impl Worker {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if self.gro.as_ref().is_some_and(|g| !g.is_empty()) {
+                    if self.coalescing() {
+                        self.flush_sealed();
                         self.flush_tcp();
                     } else if poll_until.is_some_and(|t| Instant::now() < t) {
                         // A sleeping thread costs ~20-125 µs to wake on
@@ -171,6 +159,7 @@ impl Worker {
                         std::thread::yield_now();
                     } else {
                         poll_until = None;
+                        self.sas.clear();
                         let asleep = Instant::now();
                         crate::tun::wait_readable(&self.dev)?;
                         sparse = !self.busy_poll.is_zero() && asleep.elapsed() >= SPARSE_GAP;
@@ -223,18 +212,38 @@ impl Worker {
             let verdict = self.handle(&shared, seg, SEG_OFFSET..SEG_OFFSET + len);
             match verdict {
                 Verdict::Sealed(r) => self.send_sealed(seg, r),
-                Verdict::Send(r) => self.send_plain(seg, r),
+                Verdict::Opened(r) => self.send_plain(seg, r, true),
+                Verdict::Send(r) => self.send_plain(seg, r, false),
                 Verdict::Icmp(len) => {
                     let mut icmp = std::mem::take(&mut self.icmp);
-                    self.send_plain(&mut icmp, VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len);
+                    let r = VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len;
+                    self.send_plain(&mut icmp, r, false);
                     self.icmp = icmp;
                 }
                 Verdict::Drop => {}
             }
         }
         self.segs = segs;
-        self.flush_sealed();
+        if n == 1 {
+            // A lone packet (an ACK, sparse traffic) is not held for
+            // later reads: only a split super-packet's tail is.
+            self.flush_sealed();
+        }
         self.tally.flush(&shared.metrics.total);
+        let peers = &shared.peers.peers;
+        self.peer_tally.flush(|i| peers.get(i).map(|p| &p.counters));
+    }
+
+    /// A super-packet is being built. Both coalescers keep theirs across
+    /// reads and are flushed when the queue is empty (or the flow breaks,
+    /// or it is full): a TCP super-packet of 44 MSS-sized segments seals
+    /// into more than the 64 KiB one UDP GSO write can carry, so flushing
+    /// at the end of each read wrote the 44th datagram on its own, one
+    /// extra write and kernel traversal per super-packet (and one extra
+    /// read on the receiving node).
+    fn coalescing(&self) -> bool {
+        self.gro.as_ref().is_some_and(|g| !g.is_empty())
+            || self.uso.as_ref().is_some_and(|g| !g.is_empty())
     }
 
     fn flush_sealed(&mut self) {
@@ -255,30 +264,42 @@ impl Worker {
         }
     }
 
-    /// Writes an opened packet, handed-back plaintext or ICMP error:
-    /// appended to the TCP super-packet in progress if it continues it;
-    /// otherwise that one is written first (order within a flow holds).
-    fn send_plain(&mut self, buf: &mut [u8], r: Range<usize>) {
+    /// Writes an opened packet (`authenticated`), handed-back plaintext or
+    /// ICMP error: appended to the TCP super-packet in progress if it
+    /// continues it; otherwise that one is written first (order within a
+    /// flow holds).
+    fn send_plain(&mut self, buf: &mut [u8], r: Range<usize>, authenticated: bool) {
         if let Some(gro) = self.gro.as_mut() {
-            if gro.push(&buf[r.clone()]) {
+            if gro.push(&buf[r.clone()], authenticated) {
                 return;
             }
             self.flush_tcp();
-            if self.gro.as_mut().is_some_and(|g| g.push(&buf[r.clone()])) {
+            if self
+                .gro
+                .as_mut()
+                .is_some_and(|g| g.push(&buf[r.clone()], authenticated))
+            {
                 return;
             }
         }
-        self.write_one(buf, r);
+        self.write_one(buf, r, authenticated);
     }
 
-    /// Writes `buf[r]` on its own; with offload, an all-zero virtio-net
-    /// header (no GSO, checksums complete) goes in the room in front of it.
-    fn write_one(&self, buf: &mut [u8], r: Range<usize>) {
+    /// Writes `buf[r]` on its own; with offload, a virtio-net header (no
+    /// GSO, checksums complete) goes in the room in front of it. An opened
+    /// packet (`authenticated`) is marked DATA_VALID: its ICV already
+    /// proved it unchanged since the peer sealed it, so the kernel skips
+    /// verifying its transport checksum, as for the TCP super-packets
+    /// (`tcp_gro`), whose checksum it computes itself.
+    fn write_one(&self, buf: &mut [u8], r: Range<usize>, authenticated: bool) {
         let start = if self.vnet {
             let Some(start) = r.start.checked_sub(VIRTIO_NET_HDR_LEN) else {
                 return;
             };
             buf[start..r.start].fill(0);
+            if authenticated {
+                buf[start] = F_DATA_VALID;
+            }
             start
         } else {
             r.start
@@ -300,7 +321,7 @@ impl Worker {
                 return;
             }
         }
-        self.write_one(seg, r);
+        self.write_one(seg, r, false);
     }
 
     fn handle(&mut self, shared: &Shared, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
@@ -324,7 +345,7 @@ impl Worker {
         let Some((peer, gen_bits)) = shared.peers.peer_for_spi(spi) else {
             return drop_as(&shared.unattributed, shared, DropReason::UnknownSpi);
         };
-        let plain = match shared.peers.open(peer, gen_bits, spi, buf, pkt) {
+        let plain = match self.sas.open(&shared.peers, peer, gen_bits, spi, buf, pkt) {
             Ok(r) => r,
             Err(e) => return drop_as(&peer.counters, shared, DropReason::from_open(&e)),
         };
@@ -335,12 +356,11 @@ impl Worker {
         if !peer.owns(ip.src) || !shared.peers.is_local(ip.dst) {
             return drop_as(&peer.counters, shared, DropReason::Spoofed);
         }
-        let len = plain.len() as u64;
-        peer.counters.packets_in.inc();
-        peer.counters.bytes_in.inc_by(len);
-        self.tally.packets_in += 1;
-        self.tally.bytes_in += len;
-        Verdict::Send(plain)
+        self.tally.add_in(plain.len());
+        if let Some(t) = self.peer_tally.get(peer.index) {
+            t.add_in(plain.len());
+        }
+        Verdict::Opened(plain)
     }
 
     fn outbound(&mut self, shared: &Shared, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
@@ -371,16 +391,18 @@ impl Worker {
             // A SYN the clamp cannot parse goes out unclamped; seal decides.
             let _ = meshsec_esp::path::clamp_mss(&mut buf[pkt.clone()], mss);
         }
-        let sa = peer.outbound();
-        let len = pkt.len() as u64;
+        let Some(sa) = self.sas.outbound(peer) else {
+            return drop_as(&peer.counters, shared, DropReason::SealFailed);
+        };
+        let len = pkt.len();
         match sa.seal(buf, pkt) {
             Ok(sealed) => {
-                peer.counters.packets_out.inc();
-                peer.counters.bytes_out.inc_by(len);
-                self.tally.packets_out += 1;
-                self.tally.bytes_out += len;
                 if sa.needs_rekey() {
                     shared.request_rekey();
+                }
+                self.tally.add_out(len);
+                if let Some(t) = self.peer_tally.get(peer.index) {
+                    t.add_out(len);
                 }
                 Verdict::Sealed(sealed)
             }
