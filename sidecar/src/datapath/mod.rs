@@ -3,6 +3,7 @@
 //! this layer picks the SA, enforces policy (strict, anti-spoofing, MTU) and
 //! moves packets (boringtun's device/core split).
 
+mod csum;
 mod derive_gate;
 mod keying;
 mod offload;
@@ -11,6 +12,7 @@ mod peers;
 mod sa_cache;
 mod tally;
 mod tcp_gro;
+mod tcp_split;
 mod udp_gso;
 mod vnet_read;
 mod worker;

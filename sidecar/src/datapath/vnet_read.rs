@@ -6,8 +6,9 @@
 //! their super-packets are split without a checksum pass over every
 //! datagram, which tun-rs would compute; the UDP checksum is set to 0.
 //! IPv6 ESP-in-UDP keeps tun-rs's split: a zero checksum is not allowed
-//! there. Everything else (TCP super-packets, other UDP) goes through
-//! tun-rs's split unchanged.
+//! there. TCP super-packets go through `tcp_split` (one pass per payload
+//! byte for copy and checksum); everything else (other UDP, headers that
+//! split does not handle) through tun-rs's split unchanged.
 
 use std::io;
 
@@ -73,6 +74,9 @@ pub fn split(
     }
     if let Some(iph) = esp_v4.filter(|_| hdr.gso_type == VIRTIO_NET_HDR_GSO_UDP_L4) {
         return split_udp_v4(pkt, iph, usize::from(hdr.gso_size), segs, sizes, offset);
+    }
+    if let Some(r) = super::tcp_split::split(pkt, &hdr, segs, sizes, offset) {
+        return r;
     }
     // tun-rs's own read fixes hdr_len up first: the kernel may report the
     // whole first packet there on the forwarding path.
