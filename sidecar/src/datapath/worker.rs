@@ -44,8 +44,14 @@ const SEGMENTS: usize = super::MAX_SEGMENTS as usize;
 const SEG_OFFSET: usize = VIRTIO_NET_HDR_LEN + HEADROOM;
 
 /// A sleep at least this long marks the traffic as sparse, which turns
-/// on busy polling (`datapath.busyPollUs`) until the next sleep.
+/// on busy polling (`datapath.busyPollUs`) for the next rounds.
 const SPARSE_GAP: Duration = Duration::from_millis(1);
+/// Rounds after such a sleep that are followed by busy polling. A
+/// request/response exchange needs one or two; bulk traffic keeps a worker
+/// from ever sleeping again once it polls, so without a limit it polled
+/// (`sched_yield`) through a whole transfer (~3500 yields per second per
+/// worker in a single-stream iperf3, syscall trace, docs/datapath.md).
+const SPARSE_ROUNDS: u32 = 4;
 
 /// What to do with a packet once handled.
 enum Verdict {
@@ -140,13 +146,14 @@ impl Worker {
         // other worker (docs/datapath.md, Latency).
         let mut poll_until: Option<Instant> = None;
         let mut sparse = false;
+        let mut rounds: u32 = 0;
         loop {
             match self.read() {
                 Ok(n) => {
                     self.handle_segments(n);
-                    if sparse {
-                        poll_until = Some(Instant::now() + self.busy_poll);
-                    }
+                    rounds = rounds.saturating_add(1);
+                    poll_until = (sparse && rounds <= SPARSE_ROUNDS)
+                        .then(|| Instant::now() + self.busy_poll);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if self.coalescing() {
@@ -163,6 +170,7 @@ impl Worker {
                         let asleep = Instant::now();
                         crate::tun::wait_readable(&self.dev)?;
                         sparse = !self.busy_poll.is_zero() && asleep.elapsed() >= SPARSE_GAP;
+                        rounds = 0;
                     }
                     continue;
                 }
