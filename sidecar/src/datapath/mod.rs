@@ -5,6 +5,7 @@
 
 mod csum;
 mod derive_gate;
+mod esp_split;
 mod keying;
 mod offload;
 pub mod packet;

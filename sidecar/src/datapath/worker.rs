@@ -22,13 +22,14 @@ use meshsec_esp::{Family, HEADROOM, Inbound, TAILROOM};
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::Shared;
+use super::esp_split::EspSplit;
 use super::offload::F_DATA_VALID;
 use super::packet::{self, IpSummary};
 use super::sa_cache::SaCache;
 use super::tally::{PeerTallies, Tally};
 use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
-use super::vnet_read;
+use super::vnet_read::{self, Read};
 use crate::metrics::{Counters, DropReason};
 
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
@@ -149,8 +150,14 @@ impl Worker {
         let mut rounds: u32 = 0;
         loop {
             match self.read() {
-                Ok(n) => {
+                Ok(Read::Segments(n)) => {
                     self.handle_segments(n);
+                    rounds = rounds.saturating_add(1);
+                    poll_until = (sparse && rounds <= SPARSE_ROUNDS)
+                        .then(|| Instant::now() + self.busy_poll);
+                }
+                Ok(Read::Esp(split)) => {
+                    self.handle_esp_in_place(&split);
                     rounds = rounds.saturating_add(1);
                     poll_until = (sparse && rounds <= SPARSE_ROUNDS)
                         .then(|| Instant::now() + self.busy_poll);
@@ -192,7 +199,7 @@ impl Worker {
     }
 
     /// One read, split into `self.segs`.
-    fn read(&mut self) -> std::io::Result<usize> {
+    fn read(&mut self) -> std::io::Result<Read> {
         if self.vnet {
             let port = self.shared.peers.keying.udp_port();
             vnet_read::read(
@@ -206,7 +213,43 @@ impl Worker {
         } else {
             self.dev
                 .recv_multiple(&mut self.raw, &mut self.segs, &mut self.sizes, SEG_OFFSET)
+                .map(Read::Segments)
         }
+    }
+
+    /// Handles the datagrams of an ESP-in-UDP super-packet where the read
+    /// left it, one at a time (`esp_split`): no copy into segment buffers.
+    /// An ESP datagram is opened in place (opening only shrinks it, within
+    /// its own bytes, and what it yields is written or copied into the TCP
+    /// super-packet before the next datagram is cut); anything else is
+    /// copied into a segment buffer first and takes the general path,
+    /// where it may grow.
+    fn handle_esp_in_place(&mut self, split: &EspSplit) {
+        let shared = self.shared.clone();
+        let port = shared.peers.keying.udp_port().unwrap_or(0);
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut segs = std::mem::take(&mut self.segs);
+        for i in 0..split.count() {
+            let r = split.datagram(&mut raw[VIRTIO_NET_HDR_LEN..], i);
+            let r = VIRTIO_NET_HDR_LEN + r.start..VIRTIO_NET_HDR_LEN + r.end;
+            if let Ok(Inbound::UdpEsp { spi, .. }) =
+                meshsec_esp::classify_with_port(&raw[r.clone()], port)
+            {
+                let verdict = self.inbound(&shared, &mut raw, spi, r);
+                self.dispatch(&mut raw, verdict);
+                continue;
+            }
+            let Some(seg) = segs.first_mut() else { break };
+            let Some(out) = seg.get_mut(SEG_OFFSET..SEG_OFFSET + r.len()) else {
+                continue;
+            };
+            out.copy_from_slice(&raw[r.clone()]);
+            let verdict = self.handle(&shared, seg, SEG_OFFSET..SEG_OFFSET + r.len());
+            self.dispatch(seg, verdict);
+        }
+        self.raw = raw;
+        self.segs = segs;
+        self.flush_tallies(&shared);
     }
 
     fn handle_segments(&mut self, n: usize) {
@@ -218,18 +261,7 @@ impl Worker {
         for (i, seg) in segs.iter_mut().enumerate().take(n) {
             let len = self.sizes[i];
             let verdict = self.handle(&shared, seg, SEG_OFFSET..SEG_OFFSET + len);
-            match verdict {
-                Verdict::Sealed(r) => self.send_sealed(seg, r),
-                Verdict::Opened(r) => self.send_plain(seg, r, true),
-                Verdict::Send(r) => self.send_plain(seg, r, false),
-                Verdict::Icmp(len) => {
-                    let mut icmp = std::mem::take(&mut self.icmp);
-                    let r = VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len;
-                    self.send_plain(&mut icmp, r, false);
-                    self.icmp = icmp;
-                }
-                Verdict::Drop => {}
-            }
+            self.dispatch(seg, verdict);
         }
         self.segs = segs;
         if n == 1 {
@@ -237,6 +269,26 @@ impl Worker {
             // later reads: only a split super-packet's tail is.
             self.flush_sealed();
         }
+        self.flush_tallies(&shared);
+    }
+
+    /// Acts on a packet's verdict; `buf` holds the packet.
+    fn dispatch(&mut self, buf: &mut [u8], verdict: Verdict) {
+        match verdict {
+            Verdict::Sealed(r) => self.send_sealed(buf, r),
+            Verdict::Opened(r) => self.send_plain(buf, r, true),
+            Verdict::Send(r) => self.send_plain(buf, r, false),
+            Verdict::Icmp(len) => {
+                let mut icmp = std::mem::take(&mut self.icmp);
+                let r = VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len;
+                self.send_plain(&mut icmp, r, false);
+                self.icmp = icmp;
+            }
+            Verdict::Drop => {}
+        }
+    }
+
+    fn flush_tallies(&mut self, shared: &Shared) {
         self.tally.flush(&shared.metrics.total);
         let peers = &shared.peers.peers;
         self.peer_tally.flush(|i| peers.get(i).map(|p| &p.counters));
