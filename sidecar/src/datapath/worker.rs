@@ -1,14 +1,16 @@
 //! One worker per TUN queue. A round drains the queue: each read yields
 //! one packet, or (with offload) a TCP/UDP super-packet split into
-//! MTU-sized segments (`vnet_read`: tun-rs's split, but IPv4 ESP-in-UDP
-//! without a UDP checksum pass); every segment is decided, sealed or opened in
-//! place in its own buffer (with the ESP core's headroom and tailroom).
+//! MTU-sized segments (`vnet_read`: our TCP split, tun-rs's for other
+//! UDP); every segment is decided, sealed or opened in place in its own
+//! buffer (with the ESP core's headroom and tailroom). An IPv4 ESP-in-UDP
+//! super-packet is not split into buffers: its datagrams are cut and
+//! opened one at a time where the read left it (`esp_split`).
 //! With offload, writes are coalesced: sealed ESP-in-UDP of one flow into
-//! a UDP GSO super-packet per read (`udp_gso`: the kernel cuts it back at
-//! the sealed packets' boundaries, so the underlay never carries more than
-//! the underlay MTU), and consecutive opened TCP segments of one flow into
-//! a TSO super-packet (`tcp_gro`) written when the flow breaks, the queue
-//! is empty or it is full: one kernel traversal instead of one per
+//! a UDP GSO super-packet (`udp_gso`: the kernel cuts it back at the
+//! sealed packets' boundaries, so the underlay never carries more than the
+//! underlay MTU), and consecutive opened TCP segments of one flow into a
+//! TSO super-packet (`tcp_gro`), each written when the flow breaks, the
+//! queue is empty or it is full: one kernel traversal instead of one per
 //! segment. Everything else is written on its own. Worker buffers are
 //! allocated once; nothing is allocated per packet.
 
@@ -150,14 +152,11 @@ impl Worker {
         let mut rounds: u32 = 0;
         loop {
             match self.read() {
-                Ok(Read::Segments(n)) => {
-                    self.handle_segments(n);
-                    rounds = rounds.saturating_add(1);
-                    poll_until = (sparse && rounds <= SPARSE_ROUNDS)
-                        .then(|| Instant::now() + self.busy_poll);
-                }
-                Ok(Read::Esp(split)) => {
-                    self.handle_esp_in_place(&split);
+                Ok(read) => {
+                    match read {
+                        Read::Segments(n) => self.handle_segments(n),
+                        Read::Esp(split) => self.handle_esp_in_place(&split),
+                    }
                     rounds = rounds.saturating_add(1);
                     poll_until = (sparse && rounds <= SPARSE_ROUNDS)
                         .then(|| Instant::now() + self.busy_poll);
