@@ -3,12 +3,17 @@
 //! this layer picks the SA, enforces policy (strict, anti-spoofing, MTU) and
 //! moves packets (boringtun's device/core split).
 
+mod csum;
 mod derive_gate;
+mod esp_split;
 mod keying;
 mod offload;
 pub mod packet;
 mod peers;
+mod sa_cache;
+mod tally;
 mod tcp_gro;
+mod tcp_split;
 mod udp_gso;
 mod vnet_read;
 mod worker;

@@ -5,6 +5,9 @@
 
 /// virtio-net `VIRTIO_NET_HDR_F_NEEDS_CSUM` (CHECKSUM_PARTIAL).
 pub const F_NEEDS_CSUM: u8 = 1;
+/// virtio-net `VIRTIO_NET_HDR_F_DATA_VALID` (CHECKSUM_UNNECESSARY): the
+/// kernel does not verify the packet's transport checksum.
+pub const F_DATA_VALID: u8 = 2;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const UDP_HDR: usize = 8;

@@ -25,12 +25,22 @@ const INBOUND_PER_PEER: usize = 3;
 
 #[derive(Debug)]
 pub struct Peer {
+    /// Position in [`PeerTable::peers`]: workers key their own per-peer
+    /// state (SA cache, counter tally) by it.
+    pub index: usize,
     pub node_id: u32,
     pub pod_cidrs: Vec<Cidr>,
     pub counters: Counters,
     keys: PeerKeys,
     outbound: RwLock<Arc<OutboundSa>>,
+    /// Bumped (under the write lock) whenever `outbound` is replaced, so a
+    /// worker's cached copy is checked with one plain load per packet.
+    outbound_version: AtomicU32,
     inbound: RwLock<Vec<(u32, Arc<InboundSa>)>>,
+    /// Bumped (under the write lock) whenever `inbound` changes: a worker
+    /// never keeps using an SA evicted from the list (a re-derived one
+    /// would have a second, independent replay window).
+    inbound_version: AtomicU32,
     /// Highest generation of this peer seen authenticated.
     known_generation: AtomicU32,
     derive_gate: DeriveGate,
@@ -41,18 +51,30 @@ impl Peer {
         self.pod_cidrs.iter().any(|c| c.contains(ip))
     }
 
-    pub fn outbound(&self) -> Arc<OutboundSa> {
-        match self.outbound.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    /// The current outbound SA and its version (see
+    /// [`outbound_version`](Self::outbound_version)).
+    pub fn outbound(&self) -> (u32, Arc<OutboundSa>) {
+        let g = self.outbound.read().unwrap_or_else(|p| p.into_inner());
+        (self.outbound_version.load(Ordering::Acquire), g.clone())
     }
 
-    fn cached_inbound(&self, spi: u32) -> Option<Arc<InboundSa>> {
+    /// Changes whenever the outbound SA is replaced.
+    pub fn outbound_version(&self) -> u32 {
+        self.outbound_version.load(Ordering::Acquire)
+    }
+
+    /// Changes whenever the inbound SA list changes.
+    pub fn inbound_version(&self) -> u32 {
+        self.inbound_version.load(Ordering::Acquire)
+    }
+
+    /// The installed inbound SA for `spi` and the list's version.
+    pub fn cached_inbound(&self, spi: u32) -> Option<(u32, Arc<InboundSa>)> {
         let list = self.inbound.read().unwrap_or_else(|p| p.into_inner());
+        let version = self.inbound_version.load(Ordering::Acquire);
         list.iter()
             .find(|(s, _)| *s == spi)
-            .map(|(_, sa)| sa.clone())
+            .map(|(_, sa)| (version, sa.clone()))
     }
 }
 
@@ -85,13 +107,16 @@ impl PeerTable {
             }
             by_node.insert(p.node_id, i);
             peers.push(Peer {
+                index: i,
                 node_id: p.node_id,
                 pod_cidrs: p.pod_cidrs.clone(),
                 counters: metrics.peer(&p.node_id.to_string()),
                 known_generation: AtomicU32::new(keys.base_generation),
                 keys,
                 outbound: RwLock::new(Arc::new(outbound)),
+                outbound_version: AtomicU32::new(0),
                 inbound: RwLock::new(Vec::new()),
+                inbound_version: AtomicU32::new(0),
                 derive_gate: DeriveGate::default(),
             });
         }
@@ -145,7 +170,7 @@ impl PeerTable {
         buf: &mut [u8],
         pkt: std::ops::Range<usize>,
     ) -> Result<std::ops::Range<usize>, OpenError> {
-        if let Some(sa) = peer.cached_inbound(spi) {
+        if let Some((_, sa)) = peer.cached_inbound(spi) {
             return sa.open(buf, pkt);
         }
         let mut list = peer.inbound.write().unwrap_or_else(|p| p.into_inner());
@@ -175,6 +200,7 @@ impl PeerTable {
             list.remove(0);
         }
         list.push((spi, Arc::new(sa)));
+        peer.inbound_version.fetch_add(1, Ordering::Release);
         peer.known_generation
             .fetch_max(generation, Ordering::Relaxed);
         tracing::info!(
@@ -190,7 +216,9 @@ impl PeerTable {
     pub fn rekey_outbound(&self, generation: u32) -> Result<(), KeyingError> {
         for p in &self.peers {
             let sa = Arc::new(self.keying.outbound(&p.keys, generation)?);
-            *p.outbound.write().unwrap_or_else(|e| e.into_inner()) = sa;
+            let mut current = p.outbound.write().unwrap_or_else(|e| e.into_inner());
+            *current = sa;
+            p.outbound_version.fetch_add(1, Ordering::Release);
         }
         Ok(())
     }

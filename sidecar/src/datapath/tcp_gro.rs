@@ -6,15 +6,20 @@
 //! the kernel's own GRO: same addresses, ports, IP fields, TCP header
 //! length and options, ACK number and window; the sequence number
 //! continues the last one; flags only ACK (PSH ends the super-packet);
-//! every segment the size of the first except a shorter last one; each
-//! segment's checksum verified before it joins (the kernel recomputes the
-//! super-packet's, which must not launder a bad one). Nothing is allocated
-//! per packet.
+//! every segment the size of the first except a shorter last one. The
+//! kernel recomputes the super-packet's checksum, so a segment that was not
+//! authenticated (plaintext handed back) has its checksum verified before
+//! it joins, which must not launder a bad one. An opened segment is not
+//! verified: the ESP ICV already proved it is, byte for byte, what the peer
+//! sealed, so transit corruption cannot reach here (the reasoning of the
+//! kernel's WireGuard, which marks every decrypted packet
+//! CHECKSUM_UNNECESSARY; docs/datapath.md). Nothing is allocated per packet.
 
 use tun_rs::VIRTIO_NET_HDR_LEN;
 
 use super::offload::{
-    Gso, IPPROTO_TCP, finish_super_packet, plain_ip_header_len, pseudo_header, same_ip_header,
+    F_DATA_VALID, Gso, IPPROTO_TCP, finish_super_packet, plain_ip_header_len, pseudo_header,
+    same_ip_header,
 };
 
 const TCP_ACK: u8 = 0x10;
@@ -37,6 +42,8 @@ pub struct TcpGro {
     count: usize,
     next_seq: u32,
     closed: bool,
+    /// Every segment in it was authenticated (see [`TcpGro::push`]).
+    authenticated: bool,
 }
 
 /// Header lengths of a TCP segment that may be coalesced.
@@ -56,6 +63,7 @@ impl TcpGro {
             count: 0,
             next_seq: 0,
             closed: false,
+            authenticated: false,
         }
     }
 
@@ -64,10 +72,11 @@ impl TcpGro {
     }
 
     /// Adds `pkt`; false when it cannot join (not a coalescible TCP segment,
-    /// another flow, out of sequence, full): flush with
+    /// another flow, out of sequence, full, or a bad checksum): flush with
     /// [`finish`](Self::finish) and push again, or write it on its own if it
-    /// is refused while empty.
-    pub fn push(&mut self, pkt: &[u8]) -> bool {
+    /// is refused while empty. `authenticated`: `pkt` was opened (its ICV
+    /// verified), so its checksum is not checked again.
+    pub fn push(&mut self, pkt: &[u8], authenticated: bool) -> bool {
         let Some(c) = candidate(pkt) else {
             return false;
         };
@@ -80,7 +89,7 @@ impl TcpGro {
         ]);
         let psh = pkt[c.iph + 13] & TCP_PSH != 0;
         if self.count == 0 {
-            if payload == 0 || !checksum_ok(pkt, c.iph) {
+            if payload == 0 || !(authenticated || checksum_ok(pkt, c.iph)) {
                 return false;
             }
             self.buf[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + pkt.len()].copy_from_slice(pkt);
@@ -88,6 +97,7 @@ impl TcpGro {
                 (pkt.len(), c.iph, c.hdrs, payload, 1);
             self.next_seq = seq.wrapping_add(payload as u32);
             self.closed = psh;
+            self.authenticated = authenticated;
             return true;
         }
         let first = &self.buf[VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + self.hdrs];
@@ -100,7 +110,7 @@ impl TcpGro {
             || self.count == MAX_SEGMENTS
             || self.len + payload > MAX_LEN
             || !same_flow(first, pkt, c.iph)
-            || !checksum_ok(pkt, c.iph)
+            || !(authenticated || checksum_ok(pkt, c.iph))
         {
             return false;
         }
@@ -108,6 +118,7 @@ impl TcpGro {
         self.buf[at..at + payload].copy_from_slice(&pkt[c.hdrs..]);
         self.len += payload;
         self.count += 1;
+        self.authenticated &= authenticated;
         self.next_seq = seq.wrapping_add(payload as u32);
         if psh {
             // The super-packet's PSH: the kernel sets it on the last segment.
@@ -124,8 +135,13 @@ impl TcpGro {
         let (len, iph) = (self.len, self.iph);
         let (hdr, pkt) = self.buf.split_at_mut(VIRTIO_NET_HDR_LEN);
         if count <= 1 {
-            // One segment: no GSO, its checksum is complete (verified).
+            // One segment: no GSO, its checksum complete (verified), or
+            // authenticated, which the kernel is told (DATA_VALID) as for
+            // any opened packet written on its own.
             hdr.fill(0);
+            if self.authenticated {
+                hdr[0] = F_DATA_VALID;
+            }
             return &self.buf[..VIRTIO_NET_HDR_LEN + len];
         }
         let gso_type = if pkt[0] >> 4 == 4 {
@@ -223,9 +239,9 @@ mod tests {
             segment(1100, 100, TCP_ACK),
             segment(1200, 30, TCP_ACK | TCP_PSH),
         );
-        assert!(g.push(&a) && g.push(&b) && g.push(&c));
+        assert!(g.push(&a, false) && g.push(&b, false) && g.push(&c, false));
         assert!(
-            !g.push(&segment(1230, 30, TCP_ACK)),
+            !g.push(&segment(1230, 30, TCP_ACK), false),
             "nothing after PSH / a short one"
         );
         let out = g.finish().to_vec();
@@ -263,7 +279,7 @@ mod tests {
     fn test_single_segment_is_written_unchanged() {
         let mut g = TcpGro::new();
         let a = segment(5, 200, TCP_ACK);
-        assert!(g.push(&a));
+        assert!(g.push(&a, false));
         let out = g.finish().to_vec();
         assert_eq!(&out[..VIRTIO_NET_HDR_LEN], &[0u8; VIRTIO_NET_HDR_LEN]);
         assert_eq!(&out[VIRTIO_NET_HDR_LEN..], &a[..]);
@@ -272,35 +288,73 @@ mod tests {
     #[test]
     fn test_refuses_gaps_other_flows_flags_and_bad_checksums() {
         let mut g = TcpGro::new();
-        assert!(g.push(&segment(1000, 100, TCP_ACK)));
-        assert!(!g.push(&segment(1200, 100, TCP_ACK)), "sequence gap");
+        assert!(g.push(&segment(1000, 100, TCP_ACK), false));
+        assert!(!g.push(&segment(1200, 100, TCP_ACK), false), "sequence gap");
         assert!(
-            !g.push(&segment(1100, 101, TCP_ACK)),
+            !g.push(&segment(1100, 101, TCP_ACK), false),
             "larger than the first"
         );
-        assert!(!g.push(&segment(1100, 100, TCP_ACK | 0x01)), "FIN");
+        assert!(!g.push(&segment(1100, 100, TCP_ACK | 0x01), false), "FIN");
         let mut other_port = segment(1100, 100, TCP_ACK);
         other_port[23] = 1;
         fix(&mut other_port);
-        assert!(!g.push(&other_port));
+        assert!(!g.push(&other_port, false));
         let mut other_ack = segment(1100, 100, TCP_ACK);
         other_ack[31] = 1;
         fix(&mut other_ack);
-        assert!(!g.push(&other_ack));
+        assert!(!g.push(&other_ack, false));
         let mut other_window = segment(1100, 100, TCP_ACK);
         other_window[35] = 1;
         fix(&mut other_window);
-        assert!(!g.push(&other_window));
+        assert!(!g.push(&other_window, false));
         let mut corrupt = segment(1100, 100, TCP_ACK);
         corrupt[50] ^= 0xff;
-        assert!(!g.push(&corrupt), "bad TCP checksum must not be laundered");
-        assert!(!g.push(&segment(1100, 0, TCP_ACK)), "pure ACK");
         assert!(
-            g.push(&segment(1100, 100, TCP_ACK)),
+            !g.push(&corrupt, false),
+            "bad TCP checksum must not be laundered"
+        );
+        assert!(!g.push(&segment(1100, 0, TCP_ACK), false), "pure ACK");
+        assert!(
+            g.push(&segment(1100, 100, TCP_ACK), false),
             "the right one still joins"
         );
         let mut fresh = TcpGro::new();
-        assert!(!fresh.push(&segment(1, 100, 0x02)), "SYN never starts one");
-        assert!(!fresh.push(&[0x45; 30]));
+        assert!(
+            !fresh.push(&segment(1, 100, 0x02), false),
+            "SYN never starts one"
+        );
+        assert!(!fresh.push(&[0x45; 30], false));
+    }
+
+    #[test]
+    fn test_authenticated_segments_join_unverified_and_single_is_data_valid() {
+        let mut g = TcpGro::new();
+        let mut corrupt = segment(1000, 100, TCP_ACK);
+        corrupt[50] ^= 0xff;
+        assert!(!g.push(&corrupt, false), "unauthenticated: verified");
+        assert!(g.push(&corrupt, true), "opened: the ICV vouched for it");
+        let mut next = segment(1100, 100, TCP_ACK);
+        next[60] ^= 0xff;
+        assert!(g.push(&next, true));
+        let out = g.finish().to_vec();
+        assert_eq!(out[1], VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(
+            &out[VIRTIO_NET_HDR_LEN + 40..VIRTIO_NET_HDR_LEN + 140],
+            &corrupt[40..]
+        );
+
+        assert!(g.push(&segment(5, 200, TCP_ACK), true));
+        let out = g.finish().to_vec();
+        assert_eq!(out[0], F_DATA_VALID, "a lone opened segment: DATA_VALID");
+        assert!(g.push(&segment(5, 200, TCP_ACK), false));
+        assert!(g.push(&segment(205, 200, TCP_ACK), true));
+        assert!(g.push(&segment(405, 100, TCP_ACK), true));
+        assert_eq!(g.finish()[0], F_NEEDS_CSUM);
+        assert!(g.push(&segment(5, 200, TCP_ACK), false));
+        assert_eq!(
+            g.finish()[0],
+            0,
+            "a lone handed-back segment: kernel verifies"
+        );
     }
 }

@@ -1,26 +1,39 @@
 //! One TUN read with its virtio-net header, split into segments: what
-//! tun-rs `recv_multiple` does, except for IPv4 ESP-in-UDP. RFC 3948 §2.1
-//! lets IPv4 ESP-in-UDP carry a zero UDP checksum and its receiver skip
-//! verifying it (the ESP ICV authenticates the payload), and these
-//! datagrams end in this process (opened, or dropped and counted). So
-//! their super-packets are split without a checksum pass over every
-//! datagram, which tun-rs would compute; the UDP checksum is set to 0.
-//! IPv6 ESP-in-UDP keeps tun-rs's split: a zero checksum is not allowed
-//! there. Everything else (TCP super-packets, other UDP) goes through
-//! tun-rs's split unchanged.
+//! tun-rs `recv_multiple` does, except for IPv4 ESP-in-UDP and TCP. RFC
+//! 3948 §2.1 lets IPv4 ESP-in-UDP carry a zero UDP checksum and its
+//! receiver skip verifying it (the ESP ICV authenticates the payload), and
+//! these datagrams end in this process (opened, or dropped and counted).
+//! So their super-packets are not split here at all but cut in place in
+//! the read buffer while they are handled (`esp_split`), without a
+//! checksum pass over every datagram, which tun-rs would compute; a single
+//! such datagram gets UDP checksum 0. IPv6 ESP-in-UDP keeps tun-rs's split:
+//! a zero checksum is not allowed there. TCP super-packets go through
+//! `tcp_split` (one pass per payload byte for copy and checksum); everything
+//! else (other UDP, headers that split does not handle) through tun-rs's
+//! split unchanged.
 
 use std::io;
 
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
 
-use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR, set_ipv4_header_checksum};
+use super::esp_split::EspSplit;
+use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR};
 
 const GSO_NONE: u8 = 0;
 
+/// What one read left for the worker.
+pub enum Read {
+    /// This many segments in the segment buffers.
+    Segments(usize),
+    /// An IPv4 ESP-in-UDP super-packet in the read buffer, after the
+    /// virtio-net header, to be cut in place.
+    Esp(EspSplit),
+}
+
 /// Reads one packet or super-packet from `dev` into `raw` and splits it
-/// into `segs` (each at `offset`), returning how many. An error without an
-/// OS error code means the read was unusable (bad virtio header or
-/// headers); the caller drops it.
+/// into `segs` (each at `offset`), or leaves an IPv4 ESP-in-UDP
+/// super-packet in `raw`. An error without an OS error code means the read
+/// was unusable (bad virtio header or headers); the caller drops it.
 pub fn read(
     dev: &SyncDevice,
     raw: &mut [u8],
@@ -28,7 +41,7 @@ pub fn read(
     sizes: &mut [usize],
     offset: usize,
     esp_port: Option<u16>,
-) -> io::Result<usize> {
+) -> io::Result<Read> {
     let len = dev.recv(raw)?;
     if len <= VIRTIO_NET_HDR_LEN {
         return Err(io::Error::other(
@@ -36,14 +49,14 @@ pub fn read(
         ));
     }
     let hdr = VirtioNetHdr::decode(&raw[..VIRTIO_NET_HDR_LEN])?;
-    split(
-        hdr,
-        &mut raw[VIRTIO_NET_HDR_LEN..len],
-        segs,
-        sizes,
-        offset,
-        esp_port,
-    )
+    let pkt = &mut raw[VIRTIO_NET_HDR_LEN..len];
+    if hdr.gso_type == VIRTIO_NET_HDR_GSO_UDP_L4
+        && let Some(iph) = esp_port.and_then(|port| esp_in_udp_v4(pkt, port))
+    {
+        let gso_size = usize::from(hdr.gso_size);
+        return EspSplit::new(pkt, iph, gso_size, segs.len()).map(Read::Esp);
+    }
+    split(hdr, pkt, segs, sizes, offset, esp_port).map(Read::Segments)
 }
 
 /// Splits `pkt` as described by `hdr` (see [`read`]).
@@ -71,8 +84,8 @@ pub fn split(
         sizes[0] = pkt.len();
         return Ok(1);
     }
-    if let Some(iph) = esp_v4.filter(|_| hdr.gso_type == VIRTIO_NET_HDR_GSO_UDP_L4) {
-        return split_udp_v4(pkt, iph, usize::from(hdr.gso_size), segs, sizes, offset);
+    if let Some(r) = super::tcp_split::split(pkt, &hdr, segs, sizes, offset) {
+        return r;
     }
     // tun-rs's own read fixes hdr_len up first: the kernel may report the
     // whole first packet there on the forwarding path.
@@ -108,43 +121,6 @@ fn esp_in_udp_v4(pkt: &[u8], port: u16) -> Option<usize> {
         && pkt.len() >= iph + UDP_HDR
         && dport == port)
         .then_some(iph)
-}
-
-/// Cuts an IPv4 UDP super-packet into datagrams of `gso_size` payload
-/// bytes (the last may be shorter), as the kernel's UDP segmentation
-/// would, but with UDP checksum 0: IP total length, identification (+1
-/// per datagram) and header checksum, and UDP length, are set per datagram.
-fn split_udp_v4(
-    pkt: &[u8],
-    iph: usize,
-    gso_size: usize,
-    segs: &mut [Vec<u8>],
-    sizes: &mut [usize],
-    offset: usize,
-) -> io::Result<usize> {
-    let hdrs = iph + UDP_HDR;
-    let payload = &pkt[hdrs..];
-    if gso_size == 0 || payload.len().div_ceil(gso_size) > segs.len() {
-        return Err(io::Error::other("UDP super-packet has too many segments"));
-    }
-    let id = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let mut n = 0;
-    for (i, chunk) in payload.chunks(gso_size).enumerate() {
-        let total = hdrs + chunk.len();
-        let out = segs[i]
-            .get_mut(offset..offset + total)
-            .ok_or_else(|| io::Error::other("datagram larger than a segment buffer"))?;
-        out[..hdrs].copy_from_slice(&pkt[..hdrs]);
-        out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        out[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        set_ipv4_header_checksum(&mut out[..iph]);
-        out[iph + 4..iph + 6].copy_from_slice(&((UDP_HDR + chunk.len()) as u16).to_be_bytes());
-        out[iph + 6..iph + 8].fill(0);
-        out[hdrs..].copy_from_slice(chunk);
-        sizes[i] = total;
-        n += 1;
-    }
-    Ok(n)
 }
 
 /// CHECKSUM_PARTIAL: the field at `start + offset` holds the pseudo-header
@@ -202,45 +178,6 @@ mod tests {
     }
 
     #[test]
-    fn test_esp_super_packet_split_without_udp_checksum() {
-        let mut pkt = super_packet(2500);
-        let (mut segs, mut sizes) = bufs();
-        let n = split(
-            gso_hdr(1000),
-            &mut pkt,
-            &mut segs,
-            &mut sizes,
-            4,
-            Some(PORT),
-        )
-        .unwrap();
-        assert_eq!(n, 3);
-        assert_eq!(&sizes[..3], &[1028, 1028, 528]);
-        let mut payload = Vec::new();
-        for (i, seg) in segs.iter().take(3).enumerate() {
-            let d = &seg[4..4 + sizes[i]];
-            assert_eq!(
-                u16::from_be_bytes([d[2], d[3]]) as usize,
-                sizes[i],
-                "total length"
-            );
-            assert_eq!(
-                u16::from_be_bytes([d[4], d[5]]),
-                0xfffeu16.wrapping_add(i as u16)
-            );
-            assert_eq!(
-                tun_rs::checksum(&d[..20], 0),
-                0xffff,
-                "IPv4 header checksum"
-            );
-            assert_eq!(u16::from_be_bytes([d[24], d[25]]) as usize, sizes[i] - 20);
-            assert_eq!(&d[26..28], &[0, 0], "UDP checksum zero (RFC 3948)");
-            payload.extend_from_slice(&d[28..]);
-        }
-        assert_eq!(payload, pkt[28..], "payload cut at gso_size, in order");
-    }
-
-    #[test]
     fn test_other_udp_port_keeps_checksum() {
         let mut pkt = super_packet(1500);
         let (mut segs, mut sizes) = bufs();
@@ -279,21 +216,5 @@ mod tests {
         // Initial field 0 = no pseudo-header: the sum over the UDP part
         // with the written checksum folds to all ones.
         assert_eq!(tun_rs::checksum(&segs[0][4 + 20..4 + sizes[0]], 0), 0xffff);
-    }
-
-    #[test]
-    fn test_too_many_segments_refused() {
-        let mut pkt = super_packet(5000);
-        let (mut segs, mut sizes) = bufs();
-        let e = split(
-            gso_hdr(1000),
-            &mut pkt,
-            &mut segs,
-            &mut sizes,
-            4,
-            Some(PORT),
-        )
-        .unwrap_err();
-        assert!(e.raw_os_error().is_none());
     }
 }

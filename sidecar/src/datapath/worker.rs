@@ -1,14 +1,16 @@
 //! One worker per TUN queue. A round drains the queue: each read yields
 //! one packet, or (with offload) a TCP/UDP super-packet split into
-//! MTU-sized segments (`vnet_read`: tun-rs's split, but IPv4 ESP-in-UDP
-//! without a UDP checksum pass); every segment is decided, sealed or opened in
-//! place in its own buffer (with the ESP core's headroom and tailroom).
+//! MTU-sized segments (`vnet_read`: our TCP split, tun-rs's for other
+//! UDP); every segment is decided, sealed or opened in place in its own
+//! buffer (with the ESP core's headroom and tailroom). An IPv4 ESP-in-UDP
+//! super-packet is not split into buffers: its datagrams are cut and
+//! opened one at a time where the read left it (`esp_split`).
 //! With offload, writes are coalesced: sealed ESP-in-UDP of one flow into
-//! a UDP GSO super-packet per read (`udp_gso`: the kernel cuts it back at
-//! the sealed packets' boundaries, so the underlay never carries more than
-//! the underlay MTU), and consecutive opened TCP segments of one flow into
-//! a TSO super-packet (`tcp_gro`) written when the flow breaks, the queue
-//! is empty or it is full: one kernel traversal instead of one per
+//! a UDP GSO super-packet (`udp_gso`: the kernel cuts it back at the
+//! sealed packets' boundaries, so the underlay never carries more than the
+//! underlay MTU), and consecutive opened TCP segments of one flow into a
+//! TSO super-packet (`tcp_gro`), each written when the flow breaks, the
+//! queue is empty or it is full: one kernel traversal instead of one per
 //! segment. Everything else is written on its own. Worker buffers are
 //! allocated once; nothing is allocated per packet.
 
@@ -22,10 +24,14 @@ use meshsec_esp::{Family, HEADROOM, Inbound, TAILROOM};
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use super::Shared;
+use super::esp_split::EspSplit;
+use super::offload::F_DATA_VALID;
 use super::packet::{self, IpSummary};
+use super::sa_cache::SaCache;
+use super::tally::{PeerTallies, Tally};
 use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
-use super::vnet_read;
+use super::vnet_read::{self, Read};
 use crate::metrics::{Counters, DropReason};
 
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
@@ -41,14 +47,24 @@ const SEGMENTS: usize = super::MAX_SEGMENTS as usize;
 const SEG_OFFSET: usize = VIRTIO_NET_HDR_LEN + HEADROOM;
 
 /// A sleep at least this long marks the traffic as sparse, which turns
-/// on busy polling (`datapath.busyPollUs`) until the next sleep.
+/// on busy polling (`datapath.busyPollUs`) for the next rounds.
 const SPARSE_GAP: Duration = Duration::from_millis(1);
+/// Rounds after such a sleep that are followed by busy polling. A
+/// request/response exchange needs one or two; bulk traffic keeps a worker
+/// from ever sleeping again once it polls, so without a limit it polled
+/// (`sched_yield`) through a whole transfer (~3500 yields per second per
+/// worker in a single-stream iperf3, syscall trace, docs/datapath.md).
+const SPARSE_ROUNDS: u32 = 4;
 
 /// What to do with a packet once handled.
 enum Verdict {
     /// Write the sealed `buf[range]` (coalesced into UDP GSO if possible).
     Sealed(Range<usize>),
-    /// Write `buf[range]` back (coalesced into TSO if possible).
+    /// Write the opened (authenticated) `buf[range]` back (coalesced into
+    /// TSO if possible).
+    Opened(Range<usize>),
+    /// Write the plaintext `buf[range]` back (coalesced into TSO if
+    /// possible).
     Send(Range<usize>),
     /// Write the ICMP error in the scratch buffer (`len` bytes after the
     /// virtio-net header room) back.
@@ -77,35 +93,12 @@ pub struct Worker {
     strict: bool,
     /// How long to keep polling an empty queue after handling packets.
     busy_poll: Duration,
-    /// This read's contribution to the totals, added once per read.
+    /// This read's contribution to the totals and to each peer's
+    /// counters, added once per read.
     tally: Tally,
-}
-
-/// Packets and bytes of one read, for the total counters: one atomic add
-/// per counter and read instead of per packet (the totals are shared by
-/// all workers). Per-peer counters are still counted per packet.
-#[derive(Default)]
-struct Tally {
-    packets_in: u64,
-    bytes_in: u64,
-    packets_out: u64,
-    bytes_out: u64,
-}
-
-impl Tally {
-    fn flush(&mut self, total: &Counters) {
-        let t = std::mem::take(self);
-        for (counter, n) in [
-            (&total.packets_in, t.packets_in),
-            (&total.bytes_in, t.bytes_in),
-            (&total.packets_out, t.packets_out),
-            (&total.bytes_out, t.bytes_out),
-        ] {
-            if n > 0 {
-                counter.inc_by(n);
-            }
-        }
-    }
+    peer_tally: PeerTallies,
+    /// SAs used last, per peer: no shared lock or count per packet.
+    sas: SaCache,
 }
 
 impl Worker {
@@ -127,6 +120,7 @@ impl Worker {
         let fit = |inner| {
             meshsec_esp::path::inner_mtu(usize::from(mtu), k.mode, k.encap, outer(inner), k.cipher)
         };
+        let peers = shared.peers.peers.len();
         Self {
             max_plain_v4: fit(Family::V4),
             max_plain_v6: fit(Family::V6),
@@ -141,6 +135,8 @@ impl Worker {
             strict,
             busy_poll,
             tally: Tally::default(),
+            peer_tally: PeerTallies::new(peers),
+            sas: SaCache::new(peers),
             dev,
         }
     }
@@ -153,16 +149,21 @@ impl Worker {
         // other worker (docs/datapath.md, Latency).
         let mut poll_until: Option<Instant> = None;
         let mut sparse = false;
+        let mut rounds: u32 = 0;
         loop {
             match self.read() {
-                Ok(n) => {
-                    self.handle_segments(n);
-                    if sparse {
-                        poll_until = Some(Instant::now() + self.busy_poll);
+                Ok(read) => {
+                    match read {
+                        Read::Segments(n) => self.handle_segments(n),
+                        Read::Esp(split) => self.handle_esp_in_place(&split),
                     }
+                    rounds = rounds.saturating_add(1);
+                    poll_until = (sparse && rounds <= SPARSE_ROUNDS)
+                        .then(|| Instant::now() + self.busy_poll);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if self.gro.as_ref().is_some_and(|g| !g.is_empty()) {
+                    if self.coalescing() {
+                        self.flush_sealed();
                         self.flush_tcp();
                     } else if poll_until.is_some_and(|t| Instant::now() < t) {
                         // A sleeping thread costs ~20-125 µs to wake on
@@ -171,9 +172,11 @@ impl Worker {
                         std::thread::yield_now();
                     } else {
                         poll_until = None;
+                        self.sas.clear();
                         let asleep = Instant::now();
                         crate::tun::wait_readable(&self.dev)?;
                         sparse = !self.busy_poll.is_zero() && asleep.elapsed() >= SPARSE_GAP;
+                        rounds = 0;
                     }
                     continue;
                 }
@@ -195,7 +198,7 @@ impl Worker {
     }
 
     /// One read, split into `self.segs`.
-    fn read(&mut self) -> std::io::Result<usize> {
+    fn read(&mut self) -> std::io::Result<Read> {
         if self.vnet {
             let port = self.shared.peers.keying.udp_port();
             vnet_read::read(
@@ -209,7 +212,43 @@ impl Worker {
         } else {
             self.dev
                 .recv_multiple(&mut self.raw, &mut self.segs, &mut self.sizes, SEG_OFFSET)
+                .map(Read::Segments)
         }
+    }
+
+    /// Handles the datagrams of an ESP-in-UDP super-packet where the read
+    /// left it, one at a time (`esp_split`): no copy into segment buffers.
+    /// An ESP datagram is opened in place (opening only shrinks it, within
+    /// its own bytes, and what it yields is written or copied into the TCP
+    /// super-packet before the next datagram is cut); anything else is
+    /// copied into a segment buffer first and takes the general path,
+    /// where it may grow.
+    fn handle_esp_in_place(&mut self, split: &EspSplit) {
+        let shared = self.shared.clone();
+        let port = shared.peers.keying.udp_port().unwrap_or(0);
+        let mut raw = std::mem::take(&mut self.raw);
+        let mut segs = std::mem::take(&mut self.segs);
+        for i in 0..split.count() {
+            let r = split.datagram(&mut raw[VIRTIO_NET_HDR_LEN..], i);
+            let r = VIRTIO_NET_HDR_LEN + r.start..VIRTIO_NET_HDR_LEN + r.end;
+            if let Ok(Inbound::UdpEsp { spi, .. }) =
+                meshsec_esp::classify_with_port(&raw[r.clone()], port)
+            {
+                let verdict = self.inbound(&shared, &mut raw, spi, r);
+                self.dispatch(&mut raw, verdict);
+                continue;
+            }
+            let Some(seg) = segs.first_mut() else { break };
+            let Some(out) = seg.get_mut(SEG_OFFSET..SEG_OFFSET + r.len()) else {
+                continue;
+            };
+            out.copy_from_slice(&raw[r.clone()]);
+            let verdict = self.handle(&shared, seg, SEG_OFFSET..SEG_OFFSET + r.len());
+            self.dispatch(seg, verdict);
+        }
+        self.raw = raw;
+        self.segs = segs;
+        self.flush_tallies(&shared);
     }
 
     fn handle_segments(&mut self, n: usize) {
@@ -221,20 +260,49 @@ impl Worker {
         for (i, seg) in segs.iter_mut().enumerate().take(n) {
             let len = self.sizes[i];
             let verdict = self.handle(&shared, seg, SEG_OFFSET..SEG_OFFSET + len);
-            match verdict {
-                Verdict::Sealed(r) => self.send_sealed(seg, r),
-                Verdict::Send(r) => self.send_plain(seg, r),
-                Verdict::Icmp(len) => {
-                    let mut icmp = std::mem::take(&mut self.icmp);
-                    self.send_plain(&mut icmp, VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len);
-                    self.icmp = icmp;
-                }
-                Verdict::Drop => {}
-            }
+            self.dispatch(seg, verdict);
         }
         self.segs = segs;
-        self.flush_sealed();
+        if n == 1 {
+            // A lone packet (an ACK, sparse traffic) is not held for
+            // later reads: only a split super-packet's tail is.
+            self.flush_sealed();
+        }
+        self.flush_tallies(&shared);
+    }
+
+    /// Acts on a packet's verdict; `buf` holds the packet.
+    fn dispatch(&mut self, buf: &mut [u8], verdict: Verdict) {
+        match verdict {
+            Verdict::Sealed(r) => self.send_sealed(buf, r),
+            Verdict::Opened(r) => self.send_plain(buf, r, true),
+            Verdict::Send(r) => self.send_plain(buf, r, false),
+            Verdict::Icmp(len) => {
+                let mut icmp = std::mem::take(&mut self.icmp);
+                let r = VIRTIO_NET_HDR_LEN..VIRTIO_NET_HDR_LEN + len;
+                self.send_plain(&mut icmp, r, false);
+                self.icmp = icmp;
+            }
+            Verdict::Drop => {}
+        }
+    }
+
+    fn flush_tallies(&mut self, shared: &Shared) {
         self.tally.flush(&shared.metrics.total);
+        let peers = &shared.peers.peers;
+        self.peer_tally.flush(|i| peers.get(i).map(|p| &p.counters));
+    }
+
+    /// A super-packet is being built. Both coalescers keep theirs across
+    /// reads and are flushed when the queue is empty (or the flow breaks,
+    /// or it is full): a TCP super-packet of 44 MSS-sized segments seals
+    /// into more than the 64 KiB one UDP GSO write can carry, so flushing
+    /// at the end of each read wrote the 44th datagram on its own, one
+    /// extra write and kernel traversal per super-packet (and one extra
+    /// read on the receiving node).
+    fn coalescing(&self) -> bool {
+        self.gro.as_ref().is_some_and(|g| !g.is_empty())
+            || self.uso.as_ref().is_some_and(|g| !g.is_empty())
     }
 
     fn flush_sealed(&mut self) {
@@ -255,30 +323,42 @@ impl Worker {
         }
     }
 
-    /// Writes an opened packet, handed-back plaintext or ICMP error:
-    /// appended to the TCP super-packet in progress if it continues it;
-    /// otherwise that one is written first (order within a flow holds).
-    fn send_plain(&mut self, buf: &mut [u8], r: Range<usize>) {
+    /// Writes an opened packet (`authenticated`), handed-back plaintext or
+    /// ICMP error: appended to the TCP super-packet in progress if it
+    /// continues it; otherwise that one is written first (order within a
+    /// flow holds).
+    fn send_plain(&mut self, buf: &mut [u8], r: Range<usize>, authenticated: bool) {
         if let Some(gro) = self.gro.as_mut() {
-            if gro.push(&buf[r.clone()]) {
+            if gro.push(&buf[r.clone()], authenticated) {
                 return;
             }
             self.flush_tcp();
-            if self.gro.as_mut().is_some_and(|g| g.push(&buf[r.clone()])) {
+            if self
+                .gro
+                .as_mut()
+                .is_some_and(|g| g.push(&buf[r.clone()], authenticated))
+            {
                 return;
             }
         }
-        self.write_one(buf, r);
+        self.write_one(buf, r, authenticated);
     }
 
-    /// Writes `buf[r]` on its own; with offload, an all-zero virtio-net
-    /// header (no GSO, checksums complete) goes in the room in front of it.
-    fn write_one(&self, buf: &mut [u8], r: Range<usize>) {
+    /// Writes `buf[r]` on its own; with offload, a virtio-net header (no
+    /// GSO, checksums complete) goes in the room in front of it. An opened
+    /// packet (`authenticated`) is marked DATA_VALID: its ICV already
+    /// proved it unchanged since the peer sealed it, so the kernel skips
+    /// verifying its transport checksum, as for the TCP super-packets
+    /// (`tcp_gro`), whose checksum it computes itself.
+    fn write_one(&self, buf: &mut [u8], r: Range<usize>, authenticated: bool) {
         let start = if self.vnet {
             let Some(start) = r.start.checked_sub(VIRTIO_NET_HDR_LEN) else {
                 return;
             };
             buf[start..r.start].fill(0);
+            if authenticated {
+                buf[start] = F_DATA_VALID;
+            }
             start
         } else {
             r.start
@@ -300,7 +380,7 @@ impl Worker {
                 return;
             }
         }
-        self.write_one(seg, r);
+        self.write_one(seg, r, false);
     }
 
     fn handle(&mut self, shared: &Shared, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
@@ -324,7 +404,7 @@ impl Worker {
         let Some((peer, gen_bits)) = shared.peers.peer_for_spi(spi) else {
             return drop_as(&shared.unattributed, shared, DropReason::UnknownSpi);
         };
-        let plain = match shared.peers.open(peer, gen_bits, spi, buf, pkt) {
+        let plain = match self.sas.open(&shared.peers, peer, gen_bits, spi, buf, pkt) {
             Ok(r) => r,
             Err(e) => return drop_as(&peer.counters, shared, DropReason::from_open(&e)),
         };
@@ -335,12 +415,11 @@ impl Worker {
         if !peer.owns(ip.src) || !shared.peers.is_local(ip.dst) {
             return drop_as(&peer.counters, shared, DropReason::Spoofed);
         }
-        let len = plain.len() as u64;
-        peer.counters.packets_in.inc();
-        peer.counters.bytes_in.inc_by(len);
-        self.tally.packets_in += 1;
-        self.tally.bytes_in += len;
-        Verdict::Send(plain)
+        self.tally.add_in(plain.len());
+        if let Some(t) = self.peer_tally.get(peer.index) {
+            t.add_in(plain.len());
+        }
+        Verdict::Opened(plain)
     }
 
     fn outbound(&mut self, shared: &Shared, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
@@ -371,16 +450,18 @@ impl Worker {
             // A SYN the clamp cannot parse goes out unclamped; seal decides.
             let _ = meshsec_esp::path::clamp_mss(&mut buf[pkt.clone()], mss);
         }
-        let sa = peer.outbound();
-        let len = pkt.len() as u64;
+        let Some(sa) = self.sas.outbound(peer) else {
+            return drop_as(&peer.counters, shared, DropReason::SealFailed);
+        };
+        let len = pkt.len();
         match sa.seal(buf, pkt) {
             Ok(sealed) => {
-                peer.counters.packets_out.inc();
-                peer.counters.bytes_out.inc_by(len);
-                self.tally.packets_out += 1;
-                self.tally.bytes_out += len;
                 if sa.needs_rekey() {
                     shared.request_rekey();
+                }
+                self.tally.add_out(len);
+                if let Some(t) = self.peer_tally.get(peer.index) {
+                    t.add_out(len);
                 }
                 Verdict::Sealed(sealed)
             }
