@@ -14,6 +14,8 @@ mod sa_cache;
 mod tally;
 mod tcp_gro;
 mod tcp_split;
+#[cfg(test)]
+mod test_packets;
 mod udp_gso;
 mod vnet_read;
 mod worker;
