@@ -40,6 +40,7 @@ fn gcm_aad(spi: u32, seq: u64) -> [u8; 12] {
 }
 
 /// Splits `buf` at `at` into the part before and the `ICV_LEN` bytes after.
+#[inline(always)]
 fn split_icv(buf: &mut [u8], at: usize) -> Result<(&mut [u8], &mut [u8; ICV_LEN]), CryptoError> {
     let (head, rest) = buf.split_at_mut_checked(at).ok_or(CryptoError)?;
     let icv = rest
@@ -98,6 +99,7 @@ impl SaCrypto {
     }
 
     /// See [`seal`].
+    #[inline(always)]
     pub fn seal(
         &self,
         buf: &mut [u8],
@@ -118,6 +120,7 @@ impl SaCrypto {
     }
 
     /// See [`open`].
+    #[inline(always)]
     pub fn open(
         &self,
         buf: &mut [u8],
@@ -141,6 +144,7 @@ impl SaCrypto {
 /// Protects `buf[esp + 16 .. ct_end]` and writes the ICV at `ct_end`. The
 /// ESP header and IV are already in place.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn seal(
     aead: &dyn Aead,
     cipher: Cipher,
@@ -175,6 +179,7 @@ fn seal(
 /// nonce uses the IV from the packet, as RFC 4106 §3.1 prescribes (other
 /// senders may use a counter or random IV unrelated to the sequence number).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn open(
     aead: &dyn Aead,
     cipher: Cipher,

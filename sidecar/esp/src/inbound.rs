@@ -175,6 +175,13 @@ impl InboundSa {
     /// Everything of [`Self::open`] but the replay window update: returns
     /// the plaintext range and the sequence number to accept before the
     /// packet may be used.
+    ///
+    /// Inlined, as are the helpers it calls after the AEAD: a result
+    /// returned through memory is stored in 8-byte halves and reloaded as
+    /// one 16-byte load, which cannot be forwarded from those stores and
+    /// waits for every older one, the whole freshly decrypted payload, to
+    /// reach the cache (docs/protocol.md §8).
+    #[inline(always)]
     fn open_unaccepted(
         &self,
         buf: &mut [u8],
@@ -244,6 +251,7 @@ fn replay_error(e: ReplayError) -> OpenError {
 
 /// Reads pad length and next header, checks the padding is 1, 2, 3, ...
 /// (RFC 4303 §2.4) and returns the payload end and next header.
+#[inline(always)]
 fn strip_trailer(buf: &[u8], payload_at: usize, ct_end: usize) -> Result<(usize, u8), OpenError> {
     let next_header = buf[ct_end - 1];
     let pad = usize::from(buf[ct_end - 2]);
@@ -267,6 +275,7 @@ fn strip_trailer(buf: &[u8], payload_at: usize, ct_end: usize) -> Result<(usize,
 
 /// Transport mode: moves the IP header right to meet the payload and puts
 /// the original protocol back.
+#[inline(always)]
 fn restore_transport(
     buf: &mut [u8],
     start: usize,
@@ -290,6 +299,7 @@ fn restore_transport(
 
 /// Tunnel mode: the payload is a whole IP packet named by next header 4 or
 /// 41; TFC padding beyond its length field is dropped.
+#[inline(always)]
 fn inner_packet(
     buf: &[u8],
     payload_at: usize,

@@ -23,15 +23,18 @@ pub(crate) struct IpLayout {
 impl IpLayout {
     /// Parses the IP header(s) at the start of `packet`, walking every IPv6
     /// extension header (receive side, upper-layer lookups).
+    #[inline(always)]
     pub fn parse(packet: &[u8]) -> Result<Self, WireError> {
         Self::parse_with(packet, ipv6::Walk::ToUpperLayer)
     }
 
     /// Parses for transport-mode sealing: IPv6 stops where ESP goes.
+    #[inline(always)]
     pub fn parse_for_seal(packet: &[u8]) -> Result<Self, WireError> {
         Self::parse_with(packet, ipv6::Walk::EspInsertion)
     }
 
+    #[inline(always)]
     fn parse_with(packet: &[u8], walk: ipv6::Walk) -> Result<Self, WireError> {
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
@@ -91,6 +94,7 @@ pub(crate) enum Checksum {
 /// field(s), and for IPv4 the header checksum. `packet` starts at the IP
 /// header; `total_len` is the new header + payload length (checked by the
 /// caller to fit the length field).
+#[inline(always)]
 pub(crate) fn rewrite_header(
     packet: &mut [u8],
     family: Family,

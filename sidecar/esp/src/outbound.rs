@@ -197,6 +197,7 @@ impl OutboundSa {
     /// refused would be counted too: it errs towards an earlier rekey.
     /// In a batch ([`Tickets::Reserved`]) the numbers were taken in one
     /// step and the bytes are added once at the end.
+    #[inline(always)]
     fn take_seq(&self, tickets: &mut Tickets, protected_len: usize) -> Result<u64, SealError> {
         match tickets {
             Tickets::Shared => {
@@ -266,6 +267,7 @@ impl OutboundSa {
         self.seal_with(&mut Tickets::Shared, buf, pkt)
     }
 
+    #[inline(always)]
     fn seal_with(
         &self,
         tickets: &mut Tickets,
@@ -293,6 +295,7 @@ impl OutboundSa {
     /// runs, so nothing after it reads memory it has just written (see
     /// [`Self::take_seq`]); only the IPv6 UDP checksum, which covers the
     /// ciphertext, has to come after.
+    #[inline(always)]
     fn seal_transport(
         &self,
         tickets: &mut Tickets,
@@ -351,6 +354,7 @@ impl OutboundSa {
 
     /// Checks tail room and the 16-bit length limit; returns the end of the
     /// sealed packet.
+    #[inline(always)]
     fn check_room(
         &self,
         buf: &[u8],
@@ -375,6 +379,7 @@ impl OutboundSa {
 
     /// Writes ESP header, IV and trailer around `payload`, then encrypts
     /// (or authenticates) it.
+    #[inline(always)]
     fn protect(
         &self,
         buf: &mut [u8],
@@ -402,6 +407,7 @@ impl OutboundSa {
     /// Sets the protocol / next header to ESP or UDP, writes the UDP
     /// header, and fixes lengths and the IPv4 header checksum; the UDP
     /// checksum is zero (IPv4) or left to [`Self::finish_udp_v6`].
+    #[inline(always)]
     fn write_headers(
         &self,
         buf: &mut [u8],
@@ -442,6 +448,7 @@ impl OutboundSa {
 
     /// IPv6 requires a UDP checksum (RFC 8200 §8.1); it covers the
     /// ciphertext, so it is computed once the AEAD is done.
+    #[inline(always)]
     fn finish_udp_v6(
         &self,
         buf: &mut [u8],
