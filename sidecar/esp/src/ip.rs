@@ -36,6 +36,15 @@ impl IpLayout {
 
     #[inline(always)]
     fn parse_with(packet: &[u8], walk: ipv6::Walk) -> Result<Self, WireError> {
+        if let Some(total_len) = plain_ipv4_len(packet) {
+            return Ok(IpLayout {
+                family: Family::V4,
+                next_header_at: 9,
+                protocol: packet[9],
+                upper_offset: ipv4::HEADER_LEN,
+                total_len,
+            });
+        }
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
                 let p = ipv4::Packet::new_checked(packet)?;
@@ -76,6 +85,53 @@ pub(crate) fn family_and_len(packet: &[u8]) -> Result<(Family, usize), WireError
         Some(6) => Ok((Family::V6, ipv6::Packet::new_checked(packet)?.total_len())),
         Some(_) => Err(WireError::Malformed),
         None => Err(WireError::Truncated),
+    }
+}
+
+/// Moves an IPv4 header without options from `from` to `to` (transport
+/// mode: left on seal, right on open) with its protocol and total length
+/// replaced and its checksum updated for both (RFC 1624). The header is
+/// rewritten in a local copy and stored once: straight-line code for
+/// nearly every packet, where [`rewrite_header`] serves every layout.
+#[inline(always)]
+pub(crate) fn move_ipv4_header(
+    buf: &mut [u8],
+    from: usize,
+    to: usize,
+    protocol: u8,
+    total_len: usize,
+) {
+    let mut h = [0u8; ipv4::HEADER_LEN];
+    h.copy_from_slice(&buf[from..from + ipv4::HEADER_LEN]);
+    let old_len = u16::from_be_bytes([h[2], h[3]]);
+    let old_ttl_proto = u16::from_be_bytes([h[8], h[9]]);
+    let old_check = u16::from_be_bytes([h[10], h[11]]);
+    let new_len = total_len as u16;
+    let new_ttl_proto = (old_ttl_proto & 0xff00) | u16::from(protocol);
+    let check = checksum::update(
+        old_check,
+        &[(old_len, new_len), (old_ttl_proto, new_ttl_proto)],
+    );
+    h[2..4].copy_from_slice(&new_len.to_be_bytes());
+    h[9] = protocol;
+    h[10..12].copy_from_slice(&check.to_be_bytes());
+    buf[to..to + ipv4::HEADER_LEN].copy_from_slice(&h);
+}
+
+/// Total length of `packet` if it starts with an IPv4 header without
+/// options whose length field fits in it: the layout
+/// [`move_ipv4_header`] serves. `None` leaves the packet to the general
+/// path, which parses everything and names what is wrong.
+#[inline(always)]
+pub(crate) fn plain_ipv4_len(packet: &[u8]) -> Option<usize> {
+    match packet {
+        [0x45, _, hi, lo, ..] => {
+            let total = usize::from(u16::from_be_bytes([*hi, *lo]));
+            (ipv4::HEADER_LEN..=packet.len())
+                .contains(&total)
+                .then_some(total)
+        }
+        _ => None,
     }
 }
 

@@ -16,6 +16,9 @@ fn sample_packets() -> Vec<Vec<u8>> {
         ipv4_packet(6, &[0u8; 0]),
         ipv4_packet(1, &[8, 0, 0, 0, 0, 1, 0, 1, 0xaa]),
         ipv4_packet(17, &[0x5a; 1400]),
+        // Options: the general path (the others take the IPv4 fast path).
+        ipv4_packet_with_options(17, &[3; 77]),
+        ipv4_packet_with_options(6, &[0x5a; 1400]),
         ipv6_packet(17, &[], &[9; 33]),
         ipv6_packet(0, &hbh_then_frag, &[7; 100]),
     ]

@@ -38,6 +38,19 @@ pub fn ipv4_packet(proto: u8, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// [`ipv4_packet`] with a 4-byte options field (three NOPs and an
+/// end-of-list): the layout seal and open take the general path for.
+pub fn ipv4_packet_with_options(proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = ipv4_packet(proto, payload);
+    p.splice(20..20, [1, 1, 1, 0]);
+    p[0] = 0x46;
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[10..12].fill(0);
+    ipv4::Packet::new_unchecked(&mut p[..]).fill_checksum();
+    p
+}
+
 /// A valid IPv6 packet; `ext` are extension headers (the first byte of
 /// each names the next), `first_nh` the fixed header's next header.
 pub fn ipv6_packet(first_nh: u8, ext: &[u8], payload: &[u8]) -> Vec<u8> {
