@@ -3,7 +3,6 @@
 //! inbound SAs per peer, derived lazily from the SPI of the first packet
 //! that authenticates under them.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -83,7 +82,10 @@ pub struct PeerTable {
     pub keying: Keying,
     pub peers: Vec<Peer>,
     by_prefix: LpmTable<usize>,
-    by_node: HashMap<u32, usize>,
+    /// (node id, peer index), sorted by node id: a binary search per
+    /// received packet. A `HashMap` hashed every SPI with SipHash, ~2 % of
+    /// the receiving worker's samples (profile, docs/datapath.md).
+    by_node: Vec<(u32, usize)>,
     pub local: Vec<Cidr>,
 }
 
@@ -98,14 +100,14 @@ impl PeerTable {
         let keying = Keying::new(cfg, keypair, psk);
         let mut peers = Vec::with_capacity(cfg.peers.len());
         let mut by_prefix = LpmTable::default();
-        let mut by_node = HashMap::new();
+        let mut by_node = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let keys = keying.peer(p)?;
             let outbound = keying.outbound(&keys, generation)?;
             for c in &p.pod_cidrs {
                 by_prefix.insert(*c, i);
             }
-            by_node.insert(p.node_id, i);
+            by_node.push((p.node_id, i));
             peers.push(Peer {
                 index: i,
                 node_id: p.node_id,
@@ -120,6 +122,7 @@ impl PeerTable {
                 derive_gate: DeriveGate::default(),
             });
         }
+        by_node.sort_unstable();
         metrics.sas_installed.set(peers.len() as i64);
         Ok(Self {
             keying,
@@ -150,10 +153,11 @@ impl PeerTable {
         if u64::from(parts.epoch_slot) != self.keying.epoch() % 4 {
             return None;
         }
-        let peer = self
+        let at = self
             .by_node
-            .get(&parts.node_id)
-            .and_then(|i| self.peers.get(*i))?;
+            .binary_search_by_key(&parts.node_id, |&(node, _)| node)
+            .ok()?;
+        let peer = self.peers.get(self.by_node[at].1)?;
         Some((peer, parts.generation_slot))
     }
 
