@@ -153,11 +153,7 @@ impl PeerTable {
         if u64::from(parts.epoch_slot) != self.keying.epoch() % 4 {
             return None;
         }
-        let at = self
-            .by_node
-            .binary_search_by_key(&parts.node_id, |&(node, _)| node)
-            .ok()?;
-        let peer = self.peers.get(self.by_node[at].1)?;
+        let peer = self.peers.get(peer_index(&self.by_node, parts.node_id)?)?;
         Some((peer, parts.generation_slot))
     }
 
@@ -225,5 +221,34 @@ impl PeerTable {
             p.outbound_version.fetch_add(1, Ordering::Release);
         }
         Ok(())
+    }
+}
+
+/// The peer index of `node` in `by_node` (sorted by node id).
+fn peer_index(by_node: &[(u32, usize)], node: u32) -> Option<usize> {
+    let at = by_node.binary_search_by_key(&node, |&(n, _)| n).ok()?;
+    Some(by_node[at].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_peer_index_finds_every_node_and_only_those() {
+        // Configuration order, not node order: the table is sorted once.
+        let mut by_node: Vec<(u32, usize)> = [7, 3, 0xff_ffff, 1, 42]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n, i))
+            .collect();
+        by_node.sort_unstable();
+        for (i, node) in [7, 3, 0xff_ffff, 1, 42].into_iter().enumerate() {
+            assert_eq!(peer_index(&by_node, node), Some(i), "node {node}");
+        }
+        for node in [0, 2, 8, 43, 0xff_fffe] {
+            assert_eq!(peer_index(&by_node, node), None, "node {node}");
+        }
+        assert_eq!(peer_index(&[], 1), None);
     }
 }
