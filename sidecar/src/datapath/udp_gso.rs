@@ -60,6 +60,10 @@ pub struct UdpGso {
     /// Plaintext length of the last datagram sealed in place at a full
     /// segment size, if any: a longer plaintext seals longer.
     plain_seg: Option<usize>,
+    /// The bytes in front of the open slot (only one is open at a time),
+    /// kept here rather than in the [`Slot`]: moving the array just
+    /// written with it stalled on store forwarding (profile).
+    saved: [u8; SAVED],
 }
 
 /// Where to seal one plaintext packet in place (see [`UdpGso::slot`]),
@@ -69,7 +73,7 @@ pub struct Slot {
     pub plain: Range<usize>,
     /// Where the sealed datagram's UDP payload must start to join.
     payload_at: usize,
-    saved: [u8; SAVED],
+    /// Start of the bytes saved in front of `payload_at`.
     saved_from: usize,
 }
 
@@ -95,6 +99,7 @@ impl UdpGso {
             closed: false,
             first: [0; MAX_HDRS],
             plain_seg: None,
+            saved: [0; SAVED],
         }
     }
 
@@ -185,14 +190,13 @@ impl UdpGso {
             return None;
         }
         let saved_from = payload_at.saturating_sub(SAVED).max(PKT);
-        let mut saved = [0u8; SAVED];
         if self.count > 0 {
-            saved[..payload_at - saved_from].copy_from_slice(&self.buf[saved_from..payload_at]);
+            self.saved[..payload_at - saved_from]
+                .copy_from_slice(&self.buf[saved_from..payload_at]);
         }
         Some(Slot {
             plain,
             payload_at,
-            saved,
             saved_from,
         })
     }
@@ -235,7 +239,7 @@ impl UdpGso {
     pub fn restore(&mut self, slot: &Slot) {
         if self.count > 0 {
             let n = slot.payload_at - slot.saved_from;
-            self.buf[slot.saved_from..slot.payload_at].copy_from_slice(&slot.saved[..n]);
+            self.buf[slot.saved_from..slot.payload_at].copy_from_slice(&self.saved[..n]);
         }
     }
 
