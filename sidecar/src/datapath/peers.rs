@@ -3,7 +3,6 @@
 //! inbound SAs per peer, derived lazily from the SPI of the first packet
 //! that authenticates under them.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
@@ -83,7 +82,10 @@ pub struct PeerTable {
     pub keying: Keying,
     pub peers: Vec<Peer>,
     by_prefix: LpmTable<usize>,
-    by_node: HashMap<u32, usize>,
+    /// (node id, peer index), sorted by node id: a binary search per
+    /// received packet. A `HashMap` hashed every SPI with SipHash, ~2 % of
+    /// the receiving worker's samples (profile, docs/datapath.md).
+    by_node: Vec<(u32, usize)>,
     pub local: Vec<Cidr>,
 }
 
@@ -98,14 +100,14 @@ impl PeerTable {
         let keying = Keying::new(cfg, keypair, psk);
         let mut peers = Vec::with_capacity(cfg.peers.len());
         let mut by_prefix = LpmTable::default();
-        let mut by_node = HashMap::new();
+        let mut by_node = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
             let keys = keying.peer(p)?;
             let outbound = keying.outbound(&keys, generation)?;
             for c in &p.pod_cidrs {
                 by_prefix.insert(*c, i);
             }
-            by_node.insert(p.node_id, i);
+            by_node.push((p.node_id, i));
             peers.push(Peer {
                 index: i,
                 node_id: p.node_id,
@@ -120,6 +122,7 @@ impl PeerTable {
                 derive_gate: DeriveGate::default(),
             });
         }
+        by_node.sort_unstable();
         metrics.sas_installed.set(peers.len() as i64);
         Ok(Self {
             keying,
@@ -150,10 +153,7 @@ impl PeerTable {
         if u64::from(parts.epoch_slot) != self.keying.epoch() % 4 {
             return None;
         }
-        let peer = self
-            .by_node
-            .get(&parts.node_id)
-            .and_then(|i| self.peers.get(*i))?;
+        let peer = self.peers.get(peer_index(&self.by_node, parts.node_id)?)?;
         Some((peer, parts.generation_slot))
     }
 
@@ -221,5 +221,34 @@ impl PeerTable {
             p.outbound_version.fetch_add(1, Ordering::Release);
         }
         Ok(())
+    }
+}
+
+/// The peer index of `node` in `by_node` (sorted by node id).
+fn peer_index(by_node: &[(u32, usize)], node: u32) -> Option<usize> {
+    let at = by_node.binary_search_by_key(&node, |&(n, _)| n).ok()?;
+    Some(by_node[at].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_peer_index_finds_every_node_and_only_those() {
+        // Configuration order, not node order: the table is sorted once.
+        let mut by_node: Vec<(u32, usize)> = [7, 3, 0xff_ffff, 1, 42]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (n, i))
+            .collect();
+        by_node.sort_unstable();
+        for (i, node) in [7, 3, 0xff_ffff, 1, 42].into_iter().enumerate() {
+            assert_eq!(peer_index(&by_node, node), Some(i), "node {node}");
+        }
+        for node in [0, 2, 8, 43, 0xff_fffe] {
+            assert_eq!(peer_index(&by_node, node), None, "node {node}");
+        }
+        assert_eq!(peer_index(&[], 1), None);
     }
 }

@@ -29,9 +29,142 @@ struct Layout {
     gso_size: usize,
 }
 
+/// How a TCP super-packet left in the read buffer is cut into segments,
+/// one at a time, each into a place the caller picks (a segment buffer,
+/// or its final place in the UDP GSO super-packet it is sealed into).
+pub struct TcpSplit {
+    l: Layout,
+    /// Bytes of the super-packet.
+    len: usize,
+    count: usize,
+    /// Pseudo-header sum without the TCP length.
+    pseudo: u64,
+    /// TCP header sum without sequence number, offset/flags and checksum.
+    tcp_base: u64,
+    /// IPv4 header sum without total length, identification and checksum.
+    ip_base: u64,
+    seq0: u32,
+    id0: u16,
+}
+
+impl TcpSplit {
+    /// The split of `pkt` into at most `max` segments; `None` if its
+    /// headers are not the kind this split handles (the caller then uses
+    /// tun-rs's split, which reports what is wrong).
+    pub fn new(pkt: &[u8], hdr: &VirtioNetHdr, max: usize) -> Option<io::Result<Self>> {
+        let l = layout(pkt, hdr)?;
+        let count = (pkt.len() - l.hdrs).div_ceil(l.gso_size);
+        if count > max {
+            return Some(Err(io::Error::other(
+                "TCP super-packet has too many segments",
+            )));
+        }
+        // Sums shared by every segment: pseudo-header addresses and
+        // protocol, the TCP header without sequence number, offset/flags
+        // and checksum, the IPv4 header without total length,
+        // identification and checksum.
+        let addrs = if l.v6 { &pkt[8..40] } else { &pkt[12..20] };
+        let tcp = &pkt[l.iph..l.hdrs];
+        Some(Ok(Self {
+            pseudo: sum_be_words_except(addrs, &[]) + u64::from(IPPROTO_TCP),
+            tcp_base: sum_be_words_except(tcp, &[2, 3, 6, 8]),
+            ip_base: if l.v6 {
+                0
+            } else {
+                sum_be_words_except(&pkt[..l.iph], &[1, 2, 5])
+            },
+            seq0: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            id0: u16::from_be_bytes([pkt[4], pkt[5]]),
+            len: pkt.len(),
+            count,
+            l,
+        }))
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// IP header length of every segment.
+    pub fn ip_header_len(&self) -> usize {
+        self.l.iph
+    }
+
+    /// Length of segment `i` (headers included).
+    pub fn segment_len(&self, i: usize) -> usize {
+        let payload = self.len - self.l.hdrs;
+        let at = i * self.l.gso_size;
+        self.l.hdrs + self.l.gso_size.min(payload.saturating_sub(at))
+    }
+
+    /// Writes segment `i` of `pkt` (the super-packet this split was made
+    /// from) into the front of `out`, headers and checksums complete, and
+    /// returns its length; `None` if `out` is too short.
+    pub fn segment(&self, pkt: &[u8], i: usize, out: &mut [u8]) -> Option<usize> {
+        let l = &self.l;
+        let total = self.segment_len(i);
+        let out = out.get_mut(..total)?;
+        let at = l.hdrs + i * l.gso_size;
+        let chunk = pkt.get(at..at + total - l.hdrs)?;
+        out[..l.hdrs].copy_from_slice(&pkt[..l.hdrs]);
+        if l.v6 {
+            out[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+        } else {
+            let id = self.id0.wrapping_add(i as u16);
+            out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+            out[4..6].copy_from_slice(&id.to_be_bytes());
+            let check = !fold(self.ip_base + total as u64 + u64::from(id));
+            out[10..12].copy_from_slice(&check.to_be_bytes());
+        }
+        let seq = self.seq0.wrapping_add((i * l.gso_size) as u32);
+        let t = l.iph;
+        let mut flags = pkt[t + 13];
+        if i > 0 {
+            // As the kernel's TSO: CWR only on the first segment, FIN and
+            // PSH only on the last.
+            flags &= !TCP_CWR;
+        }
+        if i + 1 < self.count {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        out[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
+        out[t + 13] = flags;
+        let data = ne_to_be(fold(copy_and_sum(&mut out[l.hdrs..], chunk)));
+        let sum = self.pseudo
+            + (total - t) as u64
+            + self.tcp_base
+            + u64::from(seq >> 16)
+            + u64::from(seq & 0xffff)
+            + u64::from(u16::from_be_bytes([pkt[t + 12], flags]))
+            + u64::from(data);
+        out[t + 16..t + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+        Some(total)
+    }
+
+    /// Writes every segment into `segs` (each at `offset`, its length in
+    /// `sizes`) and returns how many.
+    pub fn split_all(
+        &self,
+        pkt: &[u8],
+        segs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> io::Result<usize> {
+        if self.count > segs.len().min(sizes.len()) {
+            return Err(io::Error::other("TCP super-packet has too many segments"));
+        }
+        for i in 0..self.count {
+            let out = segs[i].get_mut(offset..);
+            sizes[i] = out
+                .and_then(|out| self.segment(pkt, i, out))
+                .ok_or_else(|| io::Error::other("segment larger than a segment buffer"))?;
+        }
+        Ok(self.count)
+    }
+}
+
 /// Splits `pkt` into `segs` (each at `offset`), returning how many; `None`
-/// if its headers are not the kind this split handles (the caller then
-/// uses tun-rs's split, which reports what is wrong).
+/// if its headers are not the kind this split handles.
 pub fn split(
     pkt: &[u8],
     hdr: &VirtioNetHdr,
@@ -39,70 +172,8 @@ pub fn split(
     sizes: &mut [usize],
     offset: usize,
 ) -> Option<io::Result<usize>> {
-    let l = layout(pkt, hdr)?;
-    let payload = &pkt[l.hdrs..];
-    let n = payload.len().div_ceil(l.gso_size);
-    if n > segs.len().min(sizes.len()) {
-        return Some(Err(io::Error::other(
-            "TCP super-packet has too many segments",
-        )));
-    }
-    // Sums shared by every segment: pseudo-header addresses and protocol,
-    // the TCP header without sequence number, offset/flags and checksum,
-    // the IPv4 header without total length, identification and checksum.
-    let addrs = if l.v6 { &pkt[8..40] } else { &pkt[12..20] };
-    let pseudo = sum_be_words_except(addrs, &[]) + u64::from(IPPROTO_TCP);
-    let tcp = &pkt[l.iph..l.hdrs];
-    let tcp_base = sum_be_words_except(tcp, &[2, 3, 6, 8]);
-    let ip_base = if l.v6 {
-        0
-    } else {
-        sum_be_words_except(&pkt[..l.iph], &[1, 2, 5])
-    };
-    let seq0 = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
-    for (i, chunk) in payload.chunks(l.gso_size).enumerate() {
-        let total = l.hdrs + chunk.len();
-        let Some(out) = segs[i].get_mut(offset..offset + total) else {
-            return Some(Err(io::Error::other(
-                "segment larger than a segment buffer",
-            )));
-        };
-        out[..l.hdrs].copy_from_slice(&pkt[..l.hdrs]);
-        if l.v6 {
-            out[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
-        } else {
-            let id = id0.wrapping_add(i as u16);
-            out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            out[4..6].copy_from_slice(&id.to_be_bytes());
-            let check = !fold(ip_base + total as u64 + u64::from(id));
-            out[10..12].copy_from_slice(&check.to_be_bytes());
-        }
-        let seq = seq0.wrapping_add((i * l.gso_size) as u32);
-        let mut flags = tcp[13];
-        if i > 0 {
-            // As the kernel's TSO: CWR only on the first segment, FIN and
-            // PSH only on the last.
-            flags &= !TCP_CWR;
-        }
-        if i + 1 < n {
-            flags &= !(TCP_FIN | TCP_PSH);
-        }
-        let t = l.iph;
-        out[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
-        out[t + 13] = flags;
-        let data = ne_to_be(fold(copy_and_sum(&mut out[l.hdrs..], chunk)));
-        let sum = pseudo
-            + (total - t) as u64
-            + tcp_base
-            + u64::from(seq >> 16)
-            + u64::from(seq & 0xffff)
-            + u64::from(u16::from_be_bytes([tcp[12], flags]))
-            + u64::from(data);
-        out[t + 16..t + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
-        sizes[i] = total;
-    }
-    Some(Ok(n))
+    let max = segs.len().min(sizes.len());
+    Some(TcpSplit::new(pkt, hdr, max)?.and_then(|s| s.split_all(pkt, segs, sizes, offset)))
 }
 
 /// The layout of a TCP super-packet with consistent headers: IPv4 header
@@ -130,62 +201,7 @@ fn layout(pkt: &[u8], hdr: &VirtioNetHdr) -> Option<Layout> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::offload::F_NEEDS_CSUM;
-
-    /// A TCP super-packet with `payload` bytes, `opts` bytes of TCP
-    /// options and `flags`.
-    fn super_packet(v6: bool, payload: usize, opts: usize, flags: u8) -> Vec<u8> {
-        let iph = if v6 { 40 } else { 20 };
-        let tcph = 20 + opts;
-        let mut p = vec![0u8; iph + tcph + payload];
-        let len = p.len();
-        if v6 {
-            p[0] = 0x60;
-            p[1] = 0x12;
-            p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-            p[6] = IPPROTO_TCP;
-            p[7] = 64;
-            p[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-            p[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        } else {
-            p[0] = 0x45;
-            p[1] = 0x02;
-            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            p[4..6].copy_from_slice(&0xfff0u16.to_be_bytes());
-            p[6] = 0x40;
-            p[8] = 64;
-            p[9] = IPPROTO_TCP;
-            p[12..16].copy_from_slice(&[10, 77, 1, 10]);
-            p[16..20].copy_from_slice(&[10, 77, 2, 10]);
-        }
-        let t = iph;
-        p[t..t + 2].copy_from_slice(&40000u16.to_be_bytes());
-        p[t + 2..t + 4].copy_from_slice(&5201u16.to_be_bytes());
-        p[t + 4..t + 8].copy_from_slice(&0xffff_fc00u32.to_be_bytes());
-        p[t + 8..t + 12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-        p[t + 12] = ((tcph / 4) as u8) << 4;
-        p[t + 13] = flags;
-        p[t + 14..t + 16].copy_from_slice(&502u16.to_be_bytes());
-        p[t + 16..t + 18].copy_from_slice(&[0x5a, 0xa5]); // partial sum: replaced
-        for (i, b) in p[t + 20..t + tcph].iter_mut().enumerate() {
-            *b = 1 + i as u8;
-        }
-        for (i, b) in p[t + tcph..].iter_mut().enumerate() {
-            *b = (i * 7 + 3) as u8;
-        }
-        p
-    }
-
-    fn hdr(v6: bool, gso_size: u16, hdr_len: usize) -> VirtioNetHdr {
-        VirtioNetHdr {
-            flags: F_NEEDS_CSUM,
-            gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
-            hdr_len: hdr_len as u16,
-            gso_size,
-            csum_start: if v6 { 40 } else { 20 },
-            csum_offset: 16,
-        }
-    }
+    use crate::datapath::test_packets::{tcp_super_packet as super_packet, tcp_vnet_hdr as hdr};
 
     fn bufs() -> (Vec<Vec<u8>>, Vec<usize>) {
         (vec![vec![0u8; 8 + 2000]; 8], vec![0; 8])

@@ -7,10 +7,11 @@
 //! the read buffer while they are handled (`esp_split`), without a
 //! checksum pass over every datagram, which tun-rs would compute; a single
 //! such datagram gets UDP checksum 0. IPv6 ESP-in-UDP keeps tun-rs's split:
-//! a zero checksum is not allowed there. TCP super-packets go through
-//! `tcp_split` (one pass per payload byte for copy and checksum); everything
-//! else (other UDP, headers that split does not handle) through tun-rs's
-//! split unchanged.
+//! a zero checksum is not allowed there. TCP super-packets are left in the
+//! read buffer too, for `tcp_split` to cut one segment at a time where the
+//! worker wants it (one pass per payload byte for copy and checksum);
+//! everything else (other UDP, headers that split does not handle) goes
+//! through tun-rs's split unchanged.
 
 use std::io;
 
@@ -18,6 +19,7 @@ use tun_rs::{SyncDevice, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNe
 
 use super::esp_split::EspSplit;
 use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR};
+use super::tcp_split::TcpSplit;
 
 const GSO_NONE: u8 = 0;
 
@@ -28,10 +30,13 @@ pub enum Read {
     /// An IPv4 ESP-in-UDP super-packet in the read buffer, after the
     /// virtio-net header, to be cut in place.
     Esp(EspSplit),
+    /// A TCP super-packet in the read buffer, after the virtio-net header,
+    /// to be cut one segment at a time where the caller wants each.
+    Tcp(TcpSplit),
 }
 
 /// Reads one packet or super-packet from `dev` into `raw` and splits it
-/// into `segs` (each at `offset`), or leaves an IPv4 ESP-in-UDP
+/// into `segs` (each at `offset`), or leaves an IPv4 ESP-in-UDP or a TCP
 /// super-packet in `raw`. An error without an OS error code means the read
 /// was unusable (bad virtio header or headers); the caller drops it.
 pub fn read(
@@ -55,6 +60,11 @@ pub fn read(
     {
         let gso_size = usize::from(hdr.gso_size);
         return EspSplit::new(pkt, iph, gso_size, segs.len()).map(Read::Esp);
+    }
+    if hdr.gso_type != GSO_NONE
+        && let Some(tcp) = TcpSplit::new(pkt, &hdr, segs.len())
+    {
+        return tcp.map(Read::Tcp);
     }
     split(hdr, pkt, segs, sizes, offset, esp_port).map(Read::Segments)
 }

@@ -4,7 +4,10 @@
 //! UDP); every segment is decided, sealed or opened in place in its own
 //! buffer (with the ESP core's headroom and tailroom). An IPv4 ESP-in-UDP
 //! super-packet is not split into buffers: its datagrams are cut and
-//! opened one at a time where the read left it (`esp_split`).
+//! opened one at a time where the read left it (`esp_split`). Nor is a TCP
+//! super-packet when its segments are sealed into ESP-in-UDP: each is cut
+//! straight into its place in the UDP GSO super-packet and sealed there
+//! (`worker/tcp_seal.rs`).
 //! With offload, writes are coalesced: sealed ESP-in-UDP of one flow into
 //! a UDP GSO super-packet (`udp_gso`: the kernel cuts it back at the
 //! sealed packets' boundaries, so the underlay never carries more than the
@@ -33,6 +36,8 @@ use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
 use super::vnet_read::{self, Read};
 use crate::metrics::{Counters, DropReason};
+
+mod tcp_seal;
 
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
 /// a 64 KiB device MTU.
@@ -156,6 +161,7 @@ impl Worker {
                     match read {
                         Read::Segments(n) => self.handle_segments(n),
                         Read::Esp(split) => self.handle_esp_in_place(&split),
+                        Read::Tcp(split) => self.handle_tcp(&split),
                     }
                     rounds = rounds.saturating_add(1);
                     poll_until = (sparse && rounds <= SPARSE_ROUNDS)
@@ -306,9 +312,17 @@ impl Worker {
     }
 
     fn flush_sealed(&mut self) {
-        let Some(gso) = self.uso.as_mut().filter(|g| !g.is_empty()) else {
+        if let Some(mut gso) = self.uso.take() {
+            self.write_gso(&mut gso);
+            self.uso = Some(gso);
+        }
+    }
+
+    /// Writes the UDP GSO super-packet in progress, if any.
+    fn write_gso(&self, gso: &mut UdpGso) {
+        if gso.is_empty() {
             return;
-        };
+        }
         if let Err(e) = self.dev.send(gso.finish()) {
             tracing::debug!(error = %e, "TUN write failed");
         }
@@ -371,16 +385,24 @@ impl Worker {
     /// Writes a sealed packet: appended to the UDP GSO super-packet in
     /// progress if it continues it, otherwise on its own.
     fn send_sealed(&mut self, seg: &mut [u8], r: Range<usize>) {
-        if let Some(gso) = self.uso.as_mut() {
-            if gso.push(&seg[r.clone()]) {
-                return;
+        match self.uso.take() {
+            Some(mut gso) => {
+                self.send_sealed_via(&mut gso, seg, r);
+                self.uso = Some(gso);
             }
-            self.flush_sealed();
-            if self.uso.as_mut().is_some_and(|g| g.push(&seg[r.clone()])) {
-                return;
-            }
+            None => self.write_one(seg, r, false),
         }
-        self.write_one(seg, r, false);
+    }
+
+    /// [`send_sealed`](Self::send_sealed) with the coalescer taken out.
+    fn send_sealed_via(&self, gso: &mut UdpGso, seg: &mut [u8], r: Range<usize>) {
+        if gso.push(&seg[r.clone()]) {
+            return;
+        }
+        self.write_gso(gso);
+        if !gso.push(&seg[r.clone()]) {
+            self.write_one(seg, r, false);
+        }
     }
 
     fn handle(&mut self, shared: &Shared, buf: &mut [u8], pkt: Range<usize>) -> Verdict {
