@@ -49,10 +49,13 @@ impl Worker {
             }
             return;
         };
+        let shared = self.shared.clone();
         let Some(mut gso) = self.uso.take() else {
+            // `in_place_layout` saw the buffer: cannot happen, but never
+            // lose a packet silently.
+            super::drop_as(&shared.unattributed, &shared, DropReason::Other);
             return;
         };
-        let shared = self.shared.clone();
         let raw = std::mem::take(&mut self.raw);
         let pkt = &raw[VIRTIO_NET_HDR_LEN..];
         for i in 0..split.count() {
@@ -117,6 +120,7 @@ impl Worker {
             .is_none()
         {
             gso.restore(&slot);
+            super::drop_as(&shared.unattributed, shared, DropReason::Malformed);
             return;
         }
         match self.handle(shared, gso.buf_mut(), slot.plain.clone()) {
@@ -146,6 +150,8 @@ impl Worker {
             self.send_sealed_via(gso, seg, out);
         } else {
             gso.restore(slot);
+            let shared = self.shared.clone();
+            super::drop_as(&shared.unattributed, &shared, DropReason::Other);
         }
         self.segs = segs;
     }
@@ -168,6 +174,8 @@ impl Worker {
                 Verdict::Sealed(r) => self.send_sealed_via(gso, seg, r),
                 verdict => self.dispatch(seg, verdict),
             }
+        } else {
+            super::drop_as(&shared.unattributed, shared, DropReason::Malformed);
         }
         self.segs = segs;
     }
