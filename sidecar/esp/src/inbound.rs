@@ -214,6 +214,7 @@ impl InboundSa {
     }
 
     /// Finds the ESP header behind the IP (and UDP) header.
+    #[inline(always)]
     fn locate(&self, buf: &[u8], pkt: Range<usize>) -> Result<Located, OpenError> {
         let packet = buf.get(pkt.clone()).ok_or(OpenError::Truncated)?;
         let ip = IpLayout::parse(packet)?;
