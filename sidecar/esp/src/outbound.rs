@@ -342,21 +342,15 @@ impl OutboundSa {
         let end = self.check_room(buf, new_start, &payload, Family::V4)?;
         let seq = self.take_seq(tickets, payload.len())?;
         let inner_protocol = buf[start + 9];
-        let proto = match self.encap {
-            Encap::None => ip_proto::ESP,
-            Encap::Udp { .. } => ip_proto::UDP,
-        };
-        move_ipv4_header(buf, start, new_start, proto, end - new_start);
+        move_ipv4_header(
+            buf,
+            start,
+            new_start,
+            self.outer_protocol(),
+            end - new_start,
+        );
         let esp_at = new_start + HL + encap_len;
-        if let Encap::Udp { sport, dport } = self.encap {
-            let udp_at = esp_at - udp::HEADER_LEN;
-            udp::Packet::new_unchecked(&mut buf[udp_at..end]).set_header(
-                sport,
-                dport,
-                (end - udp_at) as u16,
-                0,
-            );
-        }
+        self.write_udp_header(buf, esp_at, end);
         self.protect(buf, esp_at, payload, inner_protocol, seq)?;
         Ok(new_start..end)
     }
@@ -461,10 +455,6 @@ impl OutboundSa {
         esp_at: usize,
         end: usize,
     ) {
-        let proto = match self.encap {
-            Encap::None => ip_proto::ESP,
-            Encap::Udp { .. } => ip_proto::UDP,
-        };
         let checksum = match self.mode {
             Mode::Transport => Checksum::Incremental,
             Mode::Tunnel => Checksum::Full,
@@ -473,14 +463,30 @@ impl OutboundSa {
             &mut buf[start..end],
             family,
             next_header_at,
-            proto,
+            self.outer_protocol(),
             end - start,
             checksum,
         );
+        self.write_udp_header(buf, esp_at, end);
+    }
+
+    /// What the (outer) IP header names as its payload: ESP, or UDP when
+    /// encapsulated.
+    #[inline(always)]
+    fn outer_protocol(&self) -> u8 {
+        match self.encap {
+            Encap::None => ip_proto::ESP,
+            Encap::Udp { .. } => ip_proto::UDP,
+        }
+    }
+
+    /// The RFC 3948 UDP header in front of the ESP header at `esp_at`, if
+    /// encapsulated: zero checksum over IPv4 (§2.1; IPv6: filled in by
+    /// [`Self::finish_udp_v6`]).
+    #[inline(always)]
+    fn write_udp_header(&self, buf: &mut [u8], esp_at: usize, end: usize) {
         if let Encap::Udp { sport, dport } = self.encap {
             let udp_at = esp_at - udp::HEADER_LEN;
-            // RFC 3948 §2.1: zero checksum over IPv4 (IPv6: filled in by
-            // `finish_udp_v6`).
             udp::Packet::new_unchecked(&mut buf[udp_at..end]).set_header(
                 sport,
                 dport,
