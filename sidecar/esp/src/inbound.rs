@@ -5,9 +5,9 @@ use core::ops::Range;
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{Checksum, IpLayout, family_and_len, move_ipv4_header, rewrite_header};
+use crate::ip::{IpLayout, family_and_len, move_transport_header};
 use crate::replay::{ReplayError, ReplayWindow};
-use crate::wire::{esp, ip_proto, ipv4, udp};
+use crate::wire::{esp, ip_proto, udp};
 use crate::{
     Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, OpenError, SaKey,
 };
@@ -286,18 +286,13 @@ fn restore_transport(
     next_header: u8,
 ) -> Result<Range<usize>, OpenError> {
     let new_start = payload_at - ip.upper_offset;
-    if ip.family == Family::V4 && ip.upper_offset == ipv4::HEADER_LEN {
-        move_ipv4_header(buf, start, new_start, next_header, payload_end - new_start);
-        return Ok(new_start..payload_end);
-    }
-    buf.copy_within(start..start + ip.upper_offset, new_start);
-    rewrite_header(
-        &mut buf[new_start..payload_end],
-        ip.family,
-        ip.next_header_at,
+    move_transport_header(
+        buf,
+        start,
+        new_start,
+        ip,
         next_header,
         payload_end - new_start,
-        Checksum::Incremental,
     );
     Ok(new_start..payload_end)
 }

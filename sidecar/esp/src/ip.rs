@@ -34,16 +34,33 @@ impl IpLayout {
         Self::parse_with(packet, ipv6::Walk::EspInsertion)
     }
 
+    /// The layout of an IPv4 header without options whose length field
+    /// fits in `packet` (nearly every packet), without the general parse.
+    /// Its fields are constants but for protocol and length, so code
+    /// inlined on this result is specialized for that layout.
+    #[inline(always)]
+    pub fn plain_ipv4(packet: &[u8]) -> Option<Self> {
+        match *packet {
+            [0x45, _, hi, lo, _, _, _, _, _, protocol, ..] => {
+                let total_len = usize::from(u16::from_be_bytes([hi, lo]));
+                (ipv4::HEADER_LEN..=packet.len())
+                    .contains(&total_len)
+                    .then_some(IpLayout {
+                        family: Family::V4,
+                        next_header_at: 9,
+                        protocol,
+                        upper_offset: ipv4::HEADER_LEN,
+                        total_len,
+                    })
+            }
+            _ => None,
+        }
+    }
+
     #[inline(always)]
     fn parse_with(packet: &[u8], walk: ipv6::Walk) -> Result<Self, WireError> {
-        if let Some(total_len) = plain_ipv4_len(packet) {
-            return Ok(IpLayout {
-                family: Family::V4,
-                next_header_at: 9,
-                protocol: packet[9],
-                upper_offset: ipv4::HEADER_LEN,
-                total_len,
-            });
+        if let Some(ip) = Self::plain_ipv4(packet) {
+            return Ok(ip);
         }
         match packet.first().map(|b| b >> 4) {
             Some(4) => {
@@ -88,51 +105,46 @@ pub(crate) fn family_and_len(packet: &[u8]) -> Result<(Family, usize), WireError
     }
 }
 
-/// Moves an IPv4 header without options from `from` to `to` (transport
-/// mode: left on seal, right on open) with its protocol and total length
-/// replaced and its checksum updated for both (RFC 1624). The header is
-/// rewritten in a local copy and stored once: straight-line code for
-/// nearly every packet, where [`rewrite_header`] serves every layout.
+/// Transport mode's header move: the IP header (with IPv6 extension
+/// headers, `ip.upper_offset` bytes) goes from `from` to `to` (left on
+/// seal, right on open) with its protocol / next header set to `protocol`,
+/// its length field(s) to `total_len` and the IPv4 checksum updated for
+/// both (RFC 1624). An IPv4 header without options, nearly every packet,
+/// is rewritten in a local copy and stored once: straight-line code
+/// instead of a `memmove` and a rewrite of just-stored bytes.
 #[inline(always)]
-pub(crate) fn move_ipv4_header(
+pub(crate) fn move_transport_header(
     buf: &mut [u8],
     from: usize,
     to: usize,
+    ip: &IpLayout,
     protocol: u8,
     total_len: usize,
 ) {
-    let mut h = [0u8; ipv4::HEADER_LEN];
-    h.copy_from_slice(&buf[from..from + ipv4::HEADER_LEN]);
-    let old_len = u16::from_be_bytes([h[2], h[3]]);
-    let old_ttl_proto = u16::from_be_bytes([h[8], h[9]]);
-    let old_check = u16::from_be_bytes([h[10], h[11]]);
-    let new_len = total_len as u16;
-    let new_ttl_proto = (old_ttl_proto & 0xff00) | u16::from(protocol);
-    let check = checksum::update(
-        old_check,
-        &[(old_len, new_len), (old_ttl_proto, new_ttl_proto)],
-    );
-    h[2..4].copy_from_slice(&new_len.to_be_bytes());
-    h[9] = protocol;
-    h[10..12].copy_from_slice(&check.to_be_bytes());
-    buf[to..to + ipv4::HEADER_LEN].copy_from_slice(&h);
-}
-
-/// Total length of `packet` if it starts with an IPv4 header without
-/// options whose length field fits in it: the layout
-/// [`move_ipv4_header`] serves. `None` leaves the packet to the general
-/// path, which parses everything and names what is wrong.
-#[inline(always)]
-pub(crate) fn plain_ipv4_len(packet: &[u8]) -> Option<usize> {
-    match packet {
-        [0x45, _, hi, lo, ..] => {
-            let total = usize::from(u16::from_be_bytes([*hi, *lo]));
-            (ipv4::HEADER_LEN..=packet.len())
-                .contains(&total)
-                .then_some(total)
-        }
-        _ => None,
+    const V4: usize = ipv4::HEADER_LEN;
+    if ip.family == Family::V4 && ip.upper_offset == V4 {
+        let mut h = [0u8; V4];
+        h.copy_from_slice(&buf[from..from + V4]);
+        rewrite_header(
+            &mut h,
+            Family::V4,
+            9,
+            protocol,
+            total_len,
+            Checksum::Incremental,
+        );
+        buf[to..to + V4].copy_from_slice(&h);
+        return;
     }
+    buf.copy_within(from..from + ip.upper_offset, to);
+    rewrite_header(
+        &mut buf[to..to + total_len],
+        ip.family,
+        ip.next_header_at,
+        protocol,
+        total_len,
+        Checksum::Incremental,
+    );
 }
 
 /// How to bring an IPv4 header checksum up to date.

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aead::{self, Backend};
 use crate::crypto::SaCrypto;
-use crate::ip::{
-    Checksum, IpLayout, family_and_len, move_ipv4_header, plain_ipv4_len, rewrite_header,
-};
+use crate::ip::{Checksum, IpLayout, family_and_len, move_transport_header, rewrite_header};
 use crate::wire::{checksum, esp, ip_proto, ipv4, ipv6, udp};
 use crate::{
     Cipher, ConfigError, ESP_HEADER_LEN, Encap, Family, ICV_LEN, IV_LEN, Mode, SaKey, SealError,
@@ -279,8 +277,9 @@ impl OutboundSa {
         let packet = buf.get(pkt.clone()).ok_or(SealError::Truncated)?;
         match self.mode {
             Mode::Transport => {
-                if let Some(total_len) = plain_ipv4_len(packet) {
-                    return self.seal_ipv4(tickets, buf, pkt.start, total_len);
+                // Its own call for the usual layout: inlined on constants.
+                if let Some(ip) = IpLayout::plain_ipv4(packet) {
+                    return self.seal_transport(tickets, buf, pkt.start, &ip);
                 }
                 let ip = IpLayout::parse_for_seal(packet)?;
                 self.seal_transport(tickets, buf, pkt.start, &ip)
@@ -314,44 +313,12 @@ impl OutboundSa {
         let payload = start + hdr_len..start + ip.total_len;
         let end = self.check_room(buf, new_start, &payload, ip.family)?;
         let seq = self.take_seq(tickets, payload.len())?;
-        buf.copy_within(start..start + hdr_len, new_start);
+        let proto = self.outer_protocol();
+        move_transport_header(buf, start, new_start, ip, proto, end - new_start);
         let esp_at = new_start + hdr_len + self.encap.header_len();
-        self.write_headers(buf, new_start, ip.family, ip.next_header_at, esp_at, end);
+        self.write_udp_header(buf, esp_at, end);
         self.protect(buf, esp_at, payload, ip.protocol, seq)?;
         self.finish_udp_v6(buf, new_start, ip.family, esp_at, end);
-        Ok(new_start..end)
-    }
-
-    /// [`Self::seal_transport`] for an IPv4 header without options, nearly
-    /// every packet: the same bytes in straight-line code (no layout
-    /// parse, the header rewritten in registers and stored once).
-    #[inline(always)]
-    fn seal_ipv4(
-        &self,
-        tickets: &mut Tickets,
-        buf: &mut [u8],
-        start: usize,
-        total_len: usize,
-    ) -> Result<Range<usize>, SealError> {
-        const HL: usize = ipv4::HEADER_LEN;
-        let encap_len = self.encap.header_len();
-        let new_start = start
-            .checked_sub(encap_len + ESP_HEADER_LEN + IV_LEN)
-            .ok_or(SealError::NoHeadroom)?;
-        let payload = start + HL..start + total_len;
-        let end = self.check_room(buf, new_start, &payload, Family::V4)?;
-        let seq = self.take_seq(tickets, payload.len())?;
-        let inner_protocol = buf[start + 9];
-        move_ipv4_header(
-            buf,
-            start,
-            new_start,
-            self.outer_protocol(),
-            end - new_start,
-        );
-        let esp_at = new_start + HL + encap_len;
-        self.write_udp_header(buf, esp_at, end);
-        self.protect(buf, esp_at, payload, inner_protocol, seq)?;
         Ok(new_start..end)
     }
 
@@ -442,9 +409,10 @@ impl OutboundSa {
         Ok(())
     }
 
-    /// Sets the protocol / next header to ESP or UDP, writes the UDP
-    /// header, and fixes lengths and the IPv4 header checksum; the UDP
-    /// checksum is zero (IPv4) or left to [`Self::finish_udp_v6`].
+    /// Tunnel mode's freshly written outer header: protocol / next header
+    /// ESP or UDP, lengths and the IPv4 header checksum; then the UDP
+    /// header, whose checksum is zero (IPv4) or left to
+    /// [`Self::finish_udp_v6`].
     #[inline(always)]
     fn write_headers(
         &self,
@@ -455,17 +423,13 @@ impl OutboundSa {
         esp_at: usize,
         end: usize,
     ) {
-        let checksum = match self.mode {
-            Mode::Transport => Checksum::Incremental,
-            Mode::Tunnel => Checksum::Full,
-        };
         rewrite_header(
             &mut buf[start..end],
             family,
             next_header_at,
             self.outer_protocol(),
             end - start,
-            checksum,
+            Checksum::Full,
         );
         self.write_udp_header(buf, esp_at, end);
     }
