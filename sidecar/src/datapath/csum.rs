@@ -38,14 +38,6 @@ pub fn copy_and_sum(dst: &mut [u8], src: &[u8]) -> u64 {
     sum
 }
 
-/// Folds a one's-complement sum to 16 bits.
-pub fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum >> 16) + (sum & 0xffff);
-    }
-    sum as u16
-}
-
 /// A folded sum of native-endian words as the sum of the same bytes read
 /// as big-endian words.
 pub fn ne_to_be(sum: u16) -> u16 {
@@ -67,6 +59,7 @@ pub fn sum_be_words_except(bytes: &[u8], skip: &[usize]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshsec_esp::wire::checksum::fold;
 
     /// RFC 1071 by the book: big-endian words, odd byte padded.
     fn reference(b: &[u8]) -> u16 {

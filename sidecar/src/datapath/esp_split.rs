@@ -16,7 +16,9 @@
 use std::io;
 use std::ops::Range;
 
-use super::csum::{fold, sum_be_words_except};
+use meshsec_esp::wire::checksum::fold;
+
+use super::csum::sum_be_words_except;
 use super::offload::UDP_HDR;
 
 /// Longest IPv4 header (with options) plus the UDP header.

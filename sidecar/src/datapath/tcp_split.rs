@@ -8,9 +8,10 @@
 
 use std::io;
 
+use meshsec_esp::wire::checksum::fold;
 use tun_rs::VirtioNetHdr;
 
-use super::csum::{copy_and_sum, fold, ne_to_be, sum_be_words_except};
+use super::csum::{copy_and_sum, ne_to_be, sum_be_words_except};
 use super::offload::IPPROTO_TCP;
 
 const GSO_TCPV4: u8 = 1;

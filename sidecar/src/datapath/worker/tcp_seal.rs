@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use meshsec_esp::{Encap, Mode};
+use meshsec_esp::{ESP_HEADER_LEN, Encap, Family, IV_LEN, Mode};
 use tun_rs::VIRTIO_NET_HDR_LEN;
 
 use super::{SEG_OFFSET, Shared, Verdict, Worker};
@@ -20,9 +20,9 @@ use crate::datapath::tcp_split::TcpSplit;
 use crate::datapath::udp_gso::{Commit, Slot, UdpGso};
 use crate::metrics::DropReason;
 
-/// ESP header + IV: the seal puts them in the 16 bytes in front of the
-/// protected payload, which stays where it is.
-const ESP_AND_IV: isize = 16;
+/// ESP header + IV: the seal puts them right in front of the protected
+/// payload, which stays where it is.
+const ESP_AND_IV: isize = (ESP_HEADER_LEN + IV_LEN) as isize;
 
 /// Where sealing in place puts things: the ESP header relative to the
 /// plaintext's start, and the sealed IP + UDP header length.
@@ -86,7 +86,10 @@ impl Worker {
             }),
             Mode::Transport => None,
             Mode::Tunnel => {
-                let outer = if k.endpoint().is_ipv4() { 20 } else { 40 };
+                let outer = match k.endpoint() {
+                    std::net::IpAddr::V4(_) => Family::V4.header_len(),
+                    std::net::IpAddr::V6(_) => Family::V6.header_len(),
+                };
                 Some(Layout {
                     esp_delta: -ESP_AND_IV,
                     hdrs: outer + k.encap.header_len(),
