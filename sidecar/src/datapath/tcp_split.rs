@@ -164,19 +164,6 @@ impl TcpSplit {
     }
 }
 
-/// Splits `pkt` into `segs` (each at `offset`), returning how many; `None`
-/// if its headers are not the kind this split handles.
-pub fn split(
-    pkt: &[u8],
-    hdr: &VirtioNetHdr,
-    segs: &mut [Vec<u8>],
-    sizes: &mut [usize],
-    offset: usize,
-) -> Option<io::Result<usize>> {
-    let max = segs.len().min(sizes.len());
-    Some(TcpSplit::new(pkt, hdr, max)?.and_then(|s| s.split_all(pkt, segs, sizes, offset)))
-}
-
 /// The layout of a TCP super-packet with consistent headers: IPv4 header
 /// length from its IHL, IPv6 at least the fixed header, TCP header whole,
 /// a payload and a segment size.
@@ -203,6 +190,18 @@ fn layout(pkt: &[u8], hdr: &VirtioNetHdr) -> Option<Layout> {
 mod tests {
     use super::*;
     use crate::datapath::test_packets::{tcp_super_packet as super_packet, tcp_vnet_hdr as hdr};
+
+    /// The whole split: `None` if the headers are not the kind it handles.
+    fn split(
+        pkt: &[u8],
+        hdr: &VirtioNetHdr,
+        segs: &mut [Vec<u8>],
+        sizes: &mut [usize],
+        offset: usize,
+    ) -> Option<io::Result<usize>> {
+        let max = segs.len().min(sizes.len());
+        Some(TcpSplit::new(pkt, hdr, max)?.and_then(|s| s.split_all(pkt, segs, sizes, offset)))
+    }
 
     fn bufs() -> (Vec<Vec<u8>>, Vec<usize>) {
         (vec![vec![0u8; 8 + 2000]; 8], vec![0; 8])

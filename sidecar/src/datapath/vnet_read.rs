@@ -69,7 +69,9 @@ pub fn read(
     split(hdr, pkt, segs, sizes, offset, esp_port).map(Read::Segments)
 }
 
-/// Splits `pkt` as described by `hdr` (see [`read`]).
+/// Splits `pkt` as described by `hdr` with tun-rs (see [`read`], which
+/// has already left the super-packets `esp_split` and `tcp_split` cut in
+/// place).
 pub fn split(
     mut hdr: VirtioNetHdr,
     pkt: &mut [u8],
@@ -78,10 +80,9 @@ pub fn split(
     offset: usize,
     esp_port: Option<u16>,
 ) -> io::Result<usize> {
-    let esp_v4 = esp_port.and_then(|port| esp_in_udp_v4(pkt, port));
     if hdr.gso_type == GSO_NONE {
         if hdr.flags & F_NEEDS_CSUM != 0 {
-            match esp_v4 {
+            match esp_port.and_then(|port| esp_in_udp_v4(pkt, port)) {
                 Some(iph) => pkt[iph + 6..iph + 8].fill(0),
                 None => complete_checksum(pkt, hdr.csum_start, hdr.csum_offset)?,
             }
@@ -93,9 +94,6 @@ pub fn split(
         out.copy_from_slice(pkt);
         sizes[0] = pkt.len();
         return Ok(1);
-    }
-    if let Some(r) = super::tcp_split::split(pkt, &hdr, segs, sizes, offset) {
-        return r;
     }
     // tun-rs's own read fixes hdr_len up first: the kernel may report the
     // whole first packet there on the forwarding path.
