@@ -246,6 +246,9 @@ impl Worker {
             }
             let Some(seg) = segs.first_mut() else { break };
             let Some(out) = seg.get_mut(SEG_OFFSET..SEG_OFFSET + r.len()) else {
+                // Longer than a segment buffer: cannot happen for a
+                // datagram of a super-packet, but never lose one uncounted.
+                drop_as(&shared.unattributed, &shared, DropReason::Malformed);
                 continue;
             };
             out.copy_from_slice(&raw[r.clone()]);
