@@ -177,6 +177,12 @@ pub enum Steering {
     /// CAP_BPF (or CAP_SYS_ADMIN) for the steering program. See
     /// docs/datapath.md (Latency).
     Cpu,
+    /// By size: packets up to 1024 bytes (pings, ACKs, requests) as with
+    /// `cpu`, larger ones (bulk: full-size segments, super-packets) to
+    /// another CPU's queue, so a bulk sender and its sealing run in
+    /// parallel. Workers pinned and requirements as with `cpu`. See
+    /// docs/datapath.md (Latency).
+    Hybrid,
 }
 
 impl Default for DatapathOptions {
@@ -302,10 +308,10 @@ impl Config {
         if d.rule_priority == 0 || d.rule_priority + 10 >= 32766 {
             return Err(invalid("datapath.rulePriority", "must be within 1..32756"));
         }
-        if d.steering == Steering::Cpu && d.queues != 0 {
+        if d.steering != Steering::Flow && d.queues != 0 {
             return Err(invalid(
                 "datapath.queues",
-                "must be 0 (one per CPU) with datapath.steering: cpu",
+                "must be 0 (one per CPU) with datapath.steering: cpu or hybrid",
             ));
         }
         if d.busy_poll_us > MAX_BUSY_POLL_US {
@@ -441,15 +447,20 @@ mod tests {
         assert!(err(&base().replace("10.244.2.0/24", "10.244.2.1/24")).contains("host bits"));
         assert!(err(&(base() + "datapath:\n  busyPollUs: 10001\n")).contains("busyPollUs"));
         assert!(err(&(base() + "datapath:\n  steering: rss\n")).contains("rss"));
-        assert!(
-            err(&(base() + "datapath:\n  steering: cpu\n  queues: 2\n"))
-                .contains("datapath.queues")
-        );
+        for mode in ["cpu", "hybrid"] {
+            assert!(
+                err(&(base() + &format!("datapath:\n  steering: {mode}\n  queues: 2\n")))
+                    .contains("datapath.queues"),
+                "{mode}"
+            );
+        }
     }
 
     #[test]
     fn test_parse_cpu_steering() {
         let c = parse(&(base() + "datapath:\n  steering: cpu\n")).unwrap();
         assert_eq!(c.datapath.steering, Steering::Cpu);
+        let c = parse(&(base() + "datapath:\n  steering: hybrid\n")).unwrap();
+        assert_eq!(c.datapath.steering, Steering::Hybrid);
     }
 }
