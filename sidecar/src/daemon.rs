@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::{Config, Mode, Steering};
+use crate::config::{Config, Encap, Mode, Steering};
 use crate::datapath::Datapath;
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, Scope, plan::plan};
@@ -66,7 +66,10 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     // /proc/<pid>/fd (the TUN keeps its own reference).
     let _steering = match (
         devices.first(),
-        crate::steering::program(cfg.datapath.steering, queues),
+        crate::steering::program(
+            cfg.datapath.steering,
+            (cfg.tunnel.encap == Encap::Udp).then_some(cfg.tunnel.udp_port),
+        ),
     ) {
         (Some(q), Some(prog)) => Some(crate::steering::attach(q, &prog)?),
         _ => None,

@@ -10,8 +10,9 @@
 //! * `cpu`: every packet to the queue of its own CPU.
 //! * `hybrid`: small packets (≤ [`SMALL_LEN`] bytes: pings, ACKs,
 //!   requests) to their own CPU's queue, larger ones (full-size segments,
-//!   GSO super-packets: bulk) to another CPU's, so a bulk sender and its
-//!   sealing run in parallel as with flow steering.
+//!   GSO super-packets: bulk) to their flow's queue, as flow steering
+//!   does, so a bulk flow stays on one worker, which runs beside its
+//!   sender rather than on the sender's CPU.
 #![allow(unsafe_code)] // bpf(2), ioctl(2), sched_{get,set}affinity(2) only.
 
 use std::io;
@@ -63,66 +64,143 @@ const MOV64_REG: u8 = 0xbf;
 const LDX_W: u8 = 0x61;
 /// BPF_JMP | BPF_JLE | BPF_K: if dst <= imm (unsigned) skip `off` insns.
 const JLE_IMM: u8 = 0xb5;
-/// BPF_ALU64 | BPF_MOD | BPF_K: dst %= imm (unsigned).
-const MOD64_IMM: u8 = 0x97;
-/// BPF_ALU64 | BPF_ADD | BPF_X: dst += src.
-const ADD64_REG: u8 = 0x0f;
+/// BPF_JMP | BPF_JEQ | BPF_K: if dst == imm skip `off` insns.
+const JEQ_IMM: u8 = 0x15;
+/// BPF_JMP | BPF_JNE | BPF_K: if dst != imm skip `off` insns.
+const JNE_IMM: u8 = 0x55;
+/// BPF_JMP | BPF_JA: skip `off` insns.
+const JA: u8 = 0x05;
 /// BPF_ALU64 | BPF_ADD | BPF_K: dst += imm.
 const ADD64_IMM: u8 = 0x07;
+/// BPF_ALU64 | BPF_AND | BPF_K: dst &= imm.
+const AND64_IMM: u8 = 0x57;
+/// BPF_ALU64 | BPF_LSH | BPF_K: dst <<= imm.
+const LSH64_IMM: u8 = 0x67;
+/// BPF_ALU64 | BPF_RSH | BPF_K: dst >>= imm (logical).
+const RSH64_IMM: u8 = 0x77;
+/// BPF_LD | BPF_ABS | BPF_B: r0 = the packet byte at imm.
+const LD_ABS_B: u8 = 0x30;
+/// BPF_LD | BPF_ABS | BPF_H: r0 = the 16 bits at imm (host order).
+const LD_ABS_H: u8 = 0x28;
+/// BPF_LD | BPF_IND | BPF_H: r0 = the 16 bits at src + imm (host order).
+const LD_IND_H: u8 = 0x48;
+/// Packet offsets from `SKF_NET_OFF` on are relative to the network
+/// (IP) header.
+const SKF_NET_OFF: i32 = -0x0010_0000;
+const IPPROTO_ESP: i32 = 50;
+const IPPROTO_UDP: i32 = 17;
 /// Helper number of `bpf_get_smp_processor_id`.
 const GET_SMP_PROCESSOR_ID: i32 = 8;
 
 /// `cpu`: `r0 = bpf_get_smp_processor_id(); return r0;`. The TUN takes
-/// the result modulo its number of queues (16 bits of it).
+/// the result modulo its number of queues (its low 16 bits).
 const CPU_PROGRAM: [u64; 2] = [
     insn(CALL, 0, 0, 0, GET_SMP_PROCESSOR_ID),
     insn(EXIT, 0, 0, 0, 0),
 ];
 
-/// `hybrid` for `queues` queues (one per CPU, ≥ 2): small packets to
-/// queue `cpu`, others to `cpu + 1 + hash % (queues - 1)` (mod `queues`,
-/// done by the TUN): one of the *other* CPUs, chosen by the flow hash
-/// when the skb carries one (a TCP socket's `sk_txhash` survives veths
-/// and forwarding) and the next CPU when it does not (hash 0). With 2
-/// CPUs that is always the other one.
-fn hybrid_program(queues: u32) -> [u64; 9] {
+/// `hybrid`, for ESP-in-UDP on `udp_port` (`None`: raw ESP only):
+///
+/// * ≤ [`SMALL_LEN`] bytes: queue `cpu`, as [`CPU_PROGRAM`];
+/// * larger ESP from a peer (IP protocol 50, or UDP to `udp_port`):
+///   queue `cpu + 1` (mod the number of queues, done by the TUN): opened
+///   on another CPU than the one it came in on. All of one peer's bulk
+///   arrives on one CPU (the NIC queue its outer header hashes to; here,
+///   the CPU of the peer's worker that wrote it), so it stays on one
+///   worker, in order;
+/// * any other larger packet (plaintext to seal): queue `skb->hash`, the
+///   flow's queue, whatever CPU it is on. `skb->hash` is the sending TCP
+///   socket's `sk_txhash` (it survives veths, bridges and forwarding), 0
+///   when nothing set one (then queue 0).
+///
+/// Why not "another CPU" for plaintext too (the first version): a TCP
+/// sender transmits from the application's CPU (`sendmsg`) *and* from
+/// whichever CPU processes its ACKs (they open the window), so a
+/// CPU-based choice spreads one flow's segments over several workers,
+/// which seal them out of order: measured 46 k retransmits per 10 s and
+/// ~15 k ESP packets per 5 s that fell behind the 1024-packet replay
+/// window (docs/datapath.md, Latency). `cpu` steering has the same
+/// problem.
+///
+/// Packet bytes are read with `BPF_LD_ABS`/`BPF_LD_IND` relative to the
+/// network header (`SKF_NET_OFF`); they return the value in host byte
+/// order, and end the program with result 0 (queue 0) when out of bounds.
+fn hybrid_program(udp_port: Option<u16>) -> [u64; 30] {
+    // No UDP port equals -1 (the comparison is on 64 bits).
+    let port = udp_port.map_or(-1, i32::from);
     [
-        // r6 = r1: keep the context (`struct __sk_buff *`); calls clobber r1-r5.
+        // 0: r6 = r1: keep the context (`struct __sk_buff *`); calls
+        // clobber r1-r5, and BPF_LD_ABS/IND read the skb through r6.
         insn(MOV64_REG, 6, 1, 0, 0),
-        // r0 = bpf_get_smp_processor_id().
+        // 1: r0 = bpf_get_smp_processor_id().
         insn(CALL, 0, 0, 0, GET_SMP_PROCESSOR_ID),
-        // r2 = skb->len (the whole super-packet for GSO).
+        // 2: r7 = r0: this CPU (loads clobber r0).
+        insn(MOV64_REG, 7, 0, 0, 0),
+        // 3: r2 = skb->len (IP length; a GSO super-packet counts whole).
         insn(LDX_W, 2, 6, SKB_LEN, 0),
-        // if r2 <= SMALL_LEN: skip the 4 insns below, return this CPU.
-        insn(JLE_IMM, 2, 0, 4, SMALL_LEN as i32),
-        // r2 = skb->hash (0 when nothing computed one).
-        insn(LDX_W, 2, 6, SKB_HASH, 0),
-        // r2 %= queues - 1: which of the other CPUs (the verifier rejects
-        // a constant divisor of 0, hence queues ≥ 2).
-        insn(MOD64_IMM, 2, 0, 0, queues.saturating_sub(1) as i32),
-        // r0 += r2.
-        insn(ADD64_REG, 0, 2, 0, 0),
-        // r0 += 1: never this CPU.
+        // 4: if r2 <= SMALL_LEN goto 28 (this CPU).
+        insn(JLE_IMM, 2, 0, 23, SMALL_LEN as i32),
+        // 5: r0 = first IP byte (version, IPv4 header length).
+        insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF),
+        // 6: r0 >>= 4: the IP version.
+        insn(RSH64_IMM, 0, 0, 0, 4),
+        // 7: if r0 == 6 goto 18 (IPv6).
+        insn(JEQ_IMM, 0, 0, 10, 6),
+        // 8: r0 = IPv4 protocol.
+        insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF + 9),
+        // 9: if r0 == ESP goto 25 (another CPU).
+        insn(JEQ_IMM, 0, 0, 15, IPPROTO_ESP),
+        // 10: if r0 != UDP goto 23 (the flow's queue).
+        insn(JNE_IMM, 0, 0, 12, IPPROTO_UDP),
+        // 11: r0 = first IP byte again.
+        insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF),
+        // 12: r0 &= 0xf: IPv4 header length in 32-bit words.
+        insn(AND64_IMM, 0, 0, 0, 0xf),
+        // 13: r0 <<= 2: in bytes.
+        insn(LSH64_IMM, 0, 0, 0, 2),
+        // 14: r8 = r0: where the UDP header starts.
+        insn(MOV64_REG, 8, 0, 0, 0),
+        // 15: r0 = 16 bits at r8 + 2: the UDP destination port.
+        insn(LD_IND_H, 0, 8, 0, SKF_NET_OFF + 2),
+        // 16: if r0 == udp_port goto 25 (another CPU).
+        insn(JEQ_IMM, 0, 0, 8, port),
+        // 17: goto 23 (the flow's queue).
+        insn(JA, 0, 0, 5, 0),
+        // 18: r0 = IPv6 next header (ESP or UDP follow the fixed header
+        // directly; extension headers take the flow's queue).
+        insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF + 6),
+        // 19: if r0 == ESP goto 25 (another CPU).
+        insn(JEQ_IMM, 0, 0, 5, IPPROTO_ESP),
+        // 20: if r0 != UDP goto 23 (the flow's queue).
+        insn(JNE_IMM, 0, 0, 2, IPPROTO_UDP),
+        // 21: r0 = 16 bits at 40 + 2: the UDP destination port.
+        insn(LD_ABS_H, 0, 0, 0, SKF_NET_OFF + 42),
+        // 22: if r0 == udp_port goto 25 (another CPU).
+        insn(JEQ_IMM, 0, 0, 2, port),
+        // 23: r0 = skb->hash: the flow's queue.
+        insn(LDX_W, 0, 6, SKB_HASH, 0),
+        // 24: return r0.
+        insn(EXIT, 0, 0, 0, 0),
+        // 25: r0 = r7: this CPU,
+        insn(MOV64_REG, 0, 7, 0, 0),
+        // 26: r0 += 1: the next one.
         insn(ADD64_IMM, 0, 0, 0, 1),
-        // return r0.
+        // 27: return r0.
+        insn(EXIT, 0, 0, 0, 0),
+        // 28: r0 = r7: this CPU.
+        insn(MOV64_REG, 0, 7, 0, 0),
+        // 29: return r0.
         insn(EXIT, 0, 0, 0, 0),
     ]
 }
 
-/// The steering program for `mode` and `queues` queues; `None` for flow
-/// steering (the TUN's own).
-pub fn program(mode: Steering, queues: usize) -> Option<Vec<u64>> {
+/// The steering program for `mode` (`udp_port`: the ESP-in-UDP port,
+/// `None` for raw ESP); `None` for flow steering (the TUN's own).
+pub fn program(mode: Steering, udp_port: Option<u16>) -> Option<Vec<u64>> {
     match mode {
         Steering::Flow => None,
-        // With one CPU there is no other CPU: all to queue 0.
         Steering::Cpu => Some(CPU_PROGRAM.to_vec()),
-        Steering::Hybrid if queues < 2 => Some(CPU_PROGRAM.to_vec()),
-        Steering::Hybrid => {
-            let q = u32::try_from(queues)
-                .unwrap_or(u32::MAX)
-                .min(i32::MAX as u32);
-            Some(hybrid_program(q).to_vec())
-        }
+        Steering::Hybrid => Some(hybrid_program(udp_port).to_vec()),
     }
 }
 
@@ -269,15 +347,17 @@ mod tests {
 
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
-    /// Runs `prog` once (BPF_PROG_TEST_RUN) on an IPv4 packet of `len`
-    /// bytes, as the TUN would see it, on the calling thread's CPU;
-    /// returns the program's result.
-    fn run(prog: &OwnedFd, len: usize) -> u32 {
-        // The kernel builds the skb from an Ethernet frame and pulls the
-        // Ethernet header: skb->len is `len`.
-        let mut frame = vec![0u8; 14 + len];
-        frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-        frame[14] = 0x45;
+    /// Runs `prog` once (BPF_PROG_TEST_RUN) on the IP packet `ip`, as the
+    /// TUN would see it, on the calling thread's CPU; returns the
+    /// program's result.
+    fn run(prog: &OwnedFd, ip: &[u8]) -> u32 {
+        // The kernel builds the skb from an Ethernet frame, pulls the
+        // Ethernet header and sets the network header: skb->len is the
+        // IP packet's length.
+        let mut frame = vec![0u8; 14];
+        let ethertype: u16 = if ip[0] >> 4 == 6 { 0x86dd } else { 0x0800 };
+        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+        frame.extend_from_slice(ip);
         // `union bpf_attr` for BPF_PROG_TEST_RUN: prog_fd, retval,
         // data_size_in, data_size_out, data_in; the rest zero.
         let mut attr = [0u8; ATTR_LEN];
@@ -298,72 +378,125 @@ mod tests {
         u32::from_ne_bytes(attr[4..8].try_into().unwrap())
     }
 
-    /// On each CPU `cpu` (thread pinned there): the queue the TUN would
-    /// pick (result mod `queues`) for a packet of each length.
-    fn queues_picked(mode: Steering, queues: usize, lens: &[usize]) -> Vec<Vec<usize>> {
-        let prog = program(mode, queues).unwrap();
-        let cpus = allowed_cpus().unwrap();
-        cpus.into_iter()
-            .map(|cpu| {
-                let prog = &prog;
-                std::thread::scope(|s| {
-                    s.spawn(move || {
-                        pin_current_thread(cpu).unwrap();
-                        // The kernel's verifier must accept it.
-                        let fd = load(prog).unwrap();
-                        lens.iter()
-                            .map(|&l| run(&fd, l) as usize % queues)
-                            .collect()
-                    })
-                    .join()
-                    .unwrap()
+    /// An IPv4 packet of `len` bytes, protocol `proto`, header of `ihl`
+    /// words, UDP/TCP destination port `dport`.
+    fn v4(proto: u8, dport: u16, len: usize, ihl: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x40 | ihl as u8;
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[9] = proto;
+        p[ihl * 4 + 2..ihl * 4 + 4].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    /// An IPv6 packet of `len` bytes, next header `nh`, destination port
+    /// `dport`.
+    fn v6(nh: u8, dport: u16, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        p[6] = nh;
+        p[42..44].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    /// Where a packet should go, given the CPU it is on.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Want {
+        Here,
+        Next,
+        /// The flow's queue: a test run's skb has no hash, so queue 0.
+        Flow,
+    }
+
+    /// On each CPU (thread pinned there), `mode`'s program must send each
+    /// packet to the queue `want` says, for `queues` queues.
+    fn check(
+        mode: Steering,
+        udp_port: Option<u16>,
+        queues: usize,
+        cases: &[(&str, Vec<u8>, Want)],
+    ) {
+        let prog = program(mode, udp_port).unwrap();
+        for cpu in allowed_cpus().unwrap() {
+            let prog = &prog;
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    pin_current_thread(cpu).unwrap();
+                    // The kernel's verifier must accept it.
+                    let fd = load(prog).unwrap();
+                    for (what, pkt, want) in cases {
+                        let expect = match want {
+                            Want::Here => cpu % queues,
+                            Want::Next => (cpu + 1) % queues,
+                            Want::Flow => 0,
+                        };
+                        let got = run(&fd, pkt) as usize % queues;
+                        assert_eq!(got, expect, "{mode:?}, {what}, CPU {cpu}");
+                    }
                 })
-            })
-            .collect()
+                .join()
+                .unwrap()
+            });
+        }
+    }
+
+    fn queues() -> usize {
+        allowed_cpus().unwrap().len().max(2)
     }
 
     #[test]
     fn cpu_program_picks_the_packets_cpu() {
-        let cpus = allowed_cpus().unwrap();
-        let n = cpus.len().max(2);
-        let got = queues_picked(Steering::Cpu, n, &[84, 1500, 3000]);
-        for (cpu, picked) in cpus.iter().zip(got) {
-            assert_eq!(picked, vec![*cpu % n; 3], "on CPU {cpu}");
-        }
-    }
-
-    #[test]
-    fn hybrid_keeps_small_packets_local_and_moves_large_ones() {
-        let cpus = allowed_cpus().unwrap();
-        let lens = [
-            40,
-            84,
-            SMALL_LEN as usize,
-            SMALL_LEN as usize + 1,
-            1500,
-            3000,
+        let cases = [
+            ("ping", v4(1, 0, 84, 5), Want::Here),
+            ("tcp", v4(6, 80, 1500, 5), Want::Here),
+            ("esp", v4(17, 4500, 3000, 5), Want::Here),
         ];
-        // Whatever the number of queues (test runs have no flow hash, so a
-        // large packet goes to the next CPU's queue).
-        for n in 2..=5 {
-            let got = queues_picked(Steering::Hybrid, n, &lens);
-            for (cpu, picked) in cpus.iter().zip(got) {
-                let (here, next) = (cpu % n, (cpu + 1) % n);
-                assert_eq!(
-                    picked,
-                    vec![here, here, here, next, next, next],
-                    "{n} queues, on CPU {cpu}"
-                );
-            }
+        check(Steering::Cpu, Some(4500), queues(), &cases);
+    }
+
+    #[test]
+    fn hybrid_steers_small_packets_to_their_cpu_bulk_esp_to_the_next_and_the_rest_by_flow() {
+        let big = SMALL_LEN as usize + 1;
+        let small = SMALL_LEN as usize;
+        let cases = [
+            ("v4 ping", v4(1, 0, 84, 5), Want::Here),
+            ("v4 tcp small", v4(6, 80, small, 5), Want::Here),
+            ("v4 esp-in-udp small", v4(17, 4500, 200, 5), Want::Here),
+            ("v4 tcp large", v4(6, 80, big, 5), Want::Flow),
+            ("v4 tcp super-packet", v4(6, 4500, 3000, 5), Want::Flow),
+            ("v4 esp-in-udp", v4(17, 4500, 1500, 5), Want::Next),
+            (
+                "v4 esp-in-udp, ip options",
+                v4(17, 4500, 1500, 6),
+                Want::Next,
+            ),
+            ("v4 other udp", v4(17, 53, 1500, 5), Want::Flow),
+            ("v4 raw esp", v4(50, 0, 1500, 5), Want::Next),
+            ("v6 ping", v6(58, 0, 104), Want::Here),
+            ("v6 tcp large", v6(6, 80, 1500), Want::Flow),
+            ("v6 esp-in-udp", v6(17, 4500, 1500), Want::Next),
+            ("v6 other udp", v6(17, 53, 1500), Want::Flow),
+            ("v6 raw esp", v6(50, 0, 1500), Want::Next),
+        ];
+        for n in [queues(), 3] {
+            check(Steering::Hybrid, Some(4500), n, &cases);
         }
     }
 
     #[test]
-    fn hybrid_with_one_queue_is_cpu_steering() {
-        assert_eq!(
-            program(Steering::Hybrid, 1).unwrap(),
-            program(Steering::Cpu, 1).unwrap()
-        );
-        assert!(program(Steering::Flow, 2).is_none());
+    fn hybrid_with_raw_esp_treats_udp_as_plaintext() {
+        let cases = [
+            ("v4 udp to 4500", v4(17, 4500, 1500, 5), Want::Flow),
+            ("v6 udp to 4500", v6(17, 4500, 1500), Want::Flow),
+            ("v4 raw esp", v4(50, 0, 1500, 5), Want::Next),
+            ("v4 udp small", v4(17, 4500, 100, 5), Want::Here),
+        ];
+        check(Steering::Hybrid, None, queues(), &cases);
+    }
+
+    #[test]
+    fn flow_steering_has_no_program() {
+        assert!(program(Steering::Flow, Some(4500)).is_none());
     }
 }
