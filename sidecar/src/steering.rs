@@ -70,8 +70,6 @@ const JEQ_IMM: u8 = 0x15;
 const JNE_IMM: u8 = 0x55;
 /// BPF_JMP | BPF_JA: skip `off` insns.
 const JA: u8 = 0x05;
-/// BPF_ALU64 | BPF_ADD | BPF_K: dst += imm.
-const ADD64_IMM: u8 = 0x07;
 /// BPF_ALU64 | BPF_AND | BPF_K: dst &= imm.
 const AND64_IMM: u8 = 0x57;
 /// BPF_ALU64 | BPF_LSH | BPF_K: dst <<= imm.
@@ -84,6 +82,12 @@ const LD_ABS_B: u8 = 0x30;
 const LD_ABS_H: u8 = 0x28;
 /// BPF_LD | BPF_IND | BPF_H: r0 = the 16 bits at src + imm (host order).
 const LD_IND_H: u8 = 0x48;
+/// BPF_LD | BPF_ABS | BPF_W: r0 = the 32 bits at imm (host order).
+const LD_ABS_W: u8 = 0x20;
+/// BPF_ALU | BPF_MUL | BPF_K: w0 *= imm (32 bits, upper half cleared).
+const MUL32_IMM: u8 = 0x24;
+/// BPF_ALU | BPF_RSH | BPF_K: w0 >>= imm (32 bits).
+const RSH32_IMM: u8 = 0x74;
 /// Packet offsets from `SKF_NET_OFF` on are relative to the network
 /// (IP) header.
 const SKF_NET_OFF: i32 = -0x0010_0000;
@@ -102,30 +106,31 @@ const CPU_PROGRAM: [u64; 2] = [
 /// `hybrid`, for ESP-in-UDP on `udp_port` (`None`: raw ESP only):
 ///
 /// * ≤ [`SMALL_LEN`] bytes: queue `cpu`, as [`CPU_PROGRAM`];
-/// * larger ESP from a peer (IP protocol 50, or UDP to `udp_port`):
-///   queue `cpu + 1` (mod the number of queues, done by the TUN): opened
-///   on another CPU than the one it came in on. All of one peer's bulk
-///   arrives on one CPU (the NIC queue its outer header hashes to; here,
-///   the CPU of the peer's worker that wrote it), so it stays on one
-///   worker, in order;
+/// * larger ESP from a peer (IP protocol 50, or UDP to `udp_port`): the
+///   peer's queue, whatever CPU it came in on: `(src × PEER_HASH mod
+///   2^32) >> 16`, `src` the last 32 bits of the outer source address.
+///   One SA (per peer and direction) must be opened by one worker, in
+///   arrival order: its packets carry one
+///   sequence, and a packet that another worker leaves more than the
+///   replay window (1024) behind is dropped;
 /// * any other larger packet (plaintext to seal): queue `skb->hash`, the
 ///   flow's queue, whatever CPU it is on. `skb->hash` is the sending TCP
 ///   socket's `sk_txhash` (it survives veths, bridges and forwarding), 0
-///   when nothing set one (then queue 0).
+///   when nothing set one (then queue 0). One flow, one worker: its
+///   segments are sealed in order.
 ///
-/// Why not "another CPU" for plaintext too (the first version): a TCP
-/// sender transmits from the application's CPU (`sendmsg`) *and* from
-/// whichever CPU processes its ACKs (they open the window), so a
-/// CPU-based choice spreads one flow's segments over several workers,
-/// which seal them out of order: measured 46 k retransmits per 10 s and
-/// ~15 k ESP packets per 5 s that fell behind the 1024-packet replay
-/// window (docs/datapath.md, Latency). `cpu` steering has the same
-/// problem.
+/// The TUN takes the result modulo its number of queues (low 16 bits).
+/// Earlier versions and why they were dropped (docs/datapath.md,
+/// Latency): "another CPU" (`cpu + 1`) for all large packets split a
+/// TCP flow over workers (a sender transmits from the application's CPU
+/// and from the CPU that processes its ACKs); `cpu + 1` for large ESP
+/// split a peer's SA over workers as soon as two flows were sealed on
+/// two CPUs.
 ///
 /// Packet bytes are read with `BPF_LD_ABS`/`BPF_LD_IND` relative to the
 /// network header (`SKF_NET_OFF`); they return the value in host byte
 /// order, and end the program with result 0 (queue 0) when out of bounds.
-fn hybrid_program(udp_port: Option<u16>) -> [u64; 30] {
+fn hybrid_program(udp_port: Option<u16>) -> [u64; 33] {
     // No UDP port equals -1 (the comparison is on 64 bits).
     let port = udp_port.map_or(-1, i32::from);
     [
@@ -138,8 +143,8 @@ fn hybrid_program(udp_port: Option<u16>) -> [u64; 30] {
         insn(MOV64_REG, 7, 0, 0, 0),
         // 3: r2 = skb->len (IP length; a GSO super-packet counts whole).
         insn(LDX_W, 2, 6, SKB_LEN, 0),
-        // 4: if r2 <= SMALL_LEN goto 28 (this CPU).
-        insn(JLE_IMM, 2, 0, 23, SMALL_LEN as i32),
+        // 4: if r2 <= SMALL_LEN goto 31 (this CPU).
+        insn(JLE_IMM, 2, 0, 26, SMALL_LEN as i32),
         // 5: r0 = first IP byte (version, IPv4 header length).
         insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF),
         // 6: r0 >>= 4: the IP version.
@@ -148,7 +153,7 @@ fn hybrid_program(udp_port: Option<u16>) -> [u64; 30] {
         insn(JEQ_IMM, 0, 0, 10, 6),
         // 8: r0 = IPv4 protocol.
         insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF + 9),
-        // 9: if r0 == ESP goto 25 (another CPU).
+        // 9: if r0 == ESP goto 25 (IPv4 peer).
         insn(JEQ_IMM, 0, 0, 15, IPPROTO_ESP),
         // 10: if r0 != UDP goto 23 (the flow's queue).
         insn(JNE_IMM, 0, 0, 12, IPPROTO_UDP),
@@ -162,37 +167,46 @@ fn hybrid_program(udp_port: Option<u16>) -> [u64; 30] {
         insn(MOV64_REG, 8, 0, 0, 0),
         // 15: r0 = 16 bits at r8 + 2: the UDP destination port.
         insn(LD_IND_H, 0, 8, 0, SKF_NET_OFF + 2),
-        // 16: if r0 == udp_port goto 25 (another CPU).
+        // 16: if r0 == udp_port goto 25 (IPv4 peer).
         insn(JEQ_IMM, 0, 0, 8, port),
         // 17: goto 23 (the flow's queue).
         insn(JA, 0, 0, 5, 0),
         // 18: r0 = IPv6 next header (ESP or UDP follow the fixed header
         // directly; extension headers take the flow's queue).
         insn(LD_ABS_B, 0, 0, 0, SKF_NET_OFF + 6),
-        // 19: if r0 == ESP goto 25 (another CPU).
-        insn(JEQ_IMM, 0, 0, 5, IPPROTO_ESP),
+        // 19: if r0 == ESP goto 27 (IPv6 peer).
+        insn(JEQ_IMM, 0, 0, 7, IPPROTO_ESP),
         // 20: if r0 != UDP goto 23 (the flow's queue).
         insn(JNE_IMM, 0, 0, 2, IPPROTO_UDP),
         // 21: r0 = 16 bits at 40 + 2: the UDP destination port.
         insn(LD_ABS_H, 0, 0, 0, SKF_NET_OFF + 42),
-        // 22: if r0 == udp_port goto 25 (another CPU).
-        insn(JEQ_IMM, 0, 0, 2, port),
+        // 22: if r0 == udp_port goto 27 (IPv6 peer).
+        insn(JEQ_IMM, 0, 0, 4, port),
         // 23: r0 = skb->hash: the flow's queue.
         insn(LDX_W, 0, 6, SKB_HASH, 0),
         // 24: return r0.
         insn(EXIT, 0, 0, 0, 0),
-        // 25: r0 = r7: this CPU,
-        insn(MOV64_REG, 0, 7, 0, 0),
-        // 26: r0 += 1: the next one.
-        insn(ADD64_IMM, 0, 0, 0, 1),
-        // 27: return r0.
+        // 25: r0 = IPv4 source address.
+        insn(LD_ABS_W, 0, 0, 0, SKF_NET_OFF + 12),
+        // 26: goto 28 (hash it).
+        insn(JA, 0, 0, 1, 0),
+        // 27: r0 = last 32 bits of the IPv6 source address.
+        insn(LD_ABS_W, 0, 0, 0, SKF_NET_OFF + 20),
+        // 28: w0 *= PEER_HASH (32-bit): Fibonacci hashing ...
+        insn(MUL32_IMM, 0, 0, 0, PEER_HASH as i32),
+        // 29: w0 >>= 16: ... keeps the product's well-mixed top half.
+        insn(RSH32_IMM, 0, 0, 0, 16),
+        // 30: return r0.
         insn(EXIT, 0, 0, 0, 0),
-        // 28: r0 = r7: this CPU.
+        // 31: r0 = r7: this CPU.
         insn(MOV64_REG, 0, 7, 0, 0),
-        // 29: return r0.
+        // 32: return r0.
         insn(EXIT, 0, 0, 0, 0),
     ]
 }
+
+/// Multiplier of the peer hash: 2^32 / golden ratio.
+const PEER_HASH: u32 = 0x9e37_79b1;
 
 /// The steering program for `mode` (`udp_port`: the ESP-in-UDP port,
 /// `None` for raw ESP); `None` for flow steering (the TUN's own).
@@ -378,24 +392,37 @@ mod tests {
         u32::from_ne_bytes(attr[4..8].try_into().unwrap())
     }
 
-    /// An IPv4 packet of `len` bytes, protocol `proto`, header of `ihl`
-    /// words, UDP/TCP destination port `dport`.
+    /// The queue `hybrid` gives large ESP from a peer whose source
+    /// address ends in the 32 bits `src` (network order, read as a
+    /// big-endian number), out of `queues`.
+    fn peer_queue(src: u32, queues: usize) -> usize {
+        ((src.wrapping_mul(PEER_HASH) >> 16) as usize) % queues
+    }
+
+    const PEER4: [u8; 4] = [192, 168, 77, 1];
+    const PEER6_END: [u8; 4] = [0, 0, 0, 2];
+
+    /// An IPv4 packet of `len` bytes from [`PEER4`], protocol `proto`,
+    /// header of `ihl` words, UDP/TCP destination port `dport`.
     fn v4(proto: u8, dport: u16, len: usize, ihl: usize) -> Vec<u8> {
         let mut p = vec![0u8; len];
         p[0] = 0x40 | ihl as u8;
         p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
         p[9] = proto;
+        p[12..16].copy_from_slice(&PEER4);
         p[ihl * 4 + 2..ihl * 4 + 4].copy_from_slice(&dport.to_be_bytes());
         p
     }
 
-    /// An IPv6 packet of `len` bytes, next header `nh`, destination port
-    /// `dport`.
+    /// An IPv6 packet of `len` bytes from fd77::…:[`PEER6_END`], next
+    /// header `nh`, destination port `dport`.
     fn v6(nh: u8, dport: u16, len: usize) -> Vec<u8> {
         let mut p = vec![0u8; len];
         p[0] = 0x60;
         p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
         p[6] = nh;
+        p[8..10].copy_from_slice(&[0xfd, 0x77]);
+        p[20..24].copy_from_slice(&PEER6_END);
         p[42..44].copy_from_slice(&dport.to_be_bytes());
         p
     }
@@ -404,7 +431,8 @@ mod tests {
     #[derive(Debug, Clone, Copy, PartialEq)]
     enum Want {
         Here,
-        Next,
+        /// The queue of a peer whose address ends in these 32 bits.
+        Peer([u8; 4]),
         /// The flow's queue: a test run's skb has no hash, so queue 0.
         Flow,
     }
@@ -428,7 +456,7 @@ mod tests {
                     for (what, pkt, want) in cases {
                         let expect = match want {
                             Want::Here => cpu % queues,
-                            Want::Next => (cpu + 1) % queues,
+                            Want::Peer(a) => peer_queue(u32::from_be_bytes(*a), queues),
                             Want::Flow => 0,
                         };
                         let got = run(&fd, pkt) as usize % queues;
@@ -455,29 +483,33 @@ mod tests {
         check(Steering::Cpu, Some(4500), queues(), &cases);
     }
 
+    /// `pkt` with its source address's last 32 bits set to `end`.
+    fn from(mut pkt: Vec<u8>, end: [u8; 4]) -> Vec<u8> {
+        let at = if pkt[0] >> 4 == 6 { 20 } else { 12 };
+        pkt[at..at + 4].copy_from_slice(&end);
+        pkt
+    }
+
     #[test]
-    fn hybrid_steers_small_packets_to_their_cpu_bulk_esp_to_the_next_and_the_rest_by_flow() {
+    fn hybrid_steers_small_packets_to_their_cpu_bulk_esp_by_peer_and_the_rest_by_flow() {
         let big = SMALL_LEN as usize + 1;
         let small = SMALL_LEN as usize;
+        let (p4, p6) = (Want::Peer(PEER4), Want::Peer(PEER6_END));
         let cases = [
             ("v4 ping", v4(1, 0, 84, 5), Want::Here),
             ("v4 tcp small", v4(6, 80, small, 5), Want::Here),
             ("v4 esp-in-udp small", v4(17, 4500, 200, 5), Want::Here),
             ("v4 tcp large", v4(6, 80, big, 5), Want::Flow),
             ("v4 tcp super-packet", v4(6, 4500, 3000, 5), Want::Flow),
-            ("v4 esp-in-udp", v4(17, 4500, 1500, 5), Want::Next),
-            (
-                "v4 esp-in-udp, ip options",
-                v4(17, 4500, 1500, 6),
-                Want::Next,
-            ),
+            ("v4 esp-in-udp", v4(17, 4500, 1500, 5), p4),
+            ("v4 esp-in-udp, ip options", v4(17, 4500, 1500, 6), p4),
             ("v4 other udp", v4(17, 53, 1500, 5), Want::Flow),
-            ("v4 raw esp", v4(50, 0, 1500, 5), Want::Next),
+            ("v4 raw esp", v4(50, 0, 1500, 5), p4),
             ("v6 ping", v6(58, 0, 104), Want::Here),
             ("v6 tcp large", v6(6, 80, 1500), Want::Flow),
-            ("v6 esp-in-udp", v6(17, 4500, 1500), Want::Next),
+            ("v6 esp-in-udp", v6(17, 4500, 1500), p6),
             ("v6 other udp", v6(17, 53, 1500), Want::Flow),
-            ("v6 raw esp", v6(50, 0, 1500), Want::Next),
+            ("v6 raw esp", v6(50, 0, 1500), p6),
         ];
         for n in [queues(), 3] {
             check(Steering::Hybrid, Some(4500), n, &cases);
@@ -485,11 +517,29 @@ mod tests {
     }
 
     #[test]
+    fn hybrid_spreads_peers_over_queues() {
+        // 16 peers: every queue gets at least one, each the queue the
+        // hash says, from every CPU.
+        let n = queues();
+        let peers: Vec<[u8; 4]> = (1..=16).map(|i| [10, 0, 0, i]).collect();
+        let hit: std::collections::BTreeSet<usize> = peers
+            .iter()
+            .map(|p| peer_queue(u32::from_be_bytes(*p), n))
+            .collect();
+        assert_eq!(hit.len(), n, "{hit:?}");
+        let cases: Vec<_> = peers
+            .iter()
+            .map(|p| ("peer", from(v4(17, 4500, 1500, 5), *p), Want::Peer(*p)))
+            .collect();
+        check(Steering::Hybrid, Some(4500), n, &cases);
+    }
+
+    #[test]
     fn hybrid_with_raw_esp_treats_udp_as_plaintext() {
         let cases = [
             ("v4 udp to 4500", v4(17, 4500, 1500, 5), Want::Flow),
             ("v6 udp to 4500", v6(17, 4500, 1500), Want::Flow),
-            ("v4 raw esp", v4(50, 0, 1500, 5), Want::Next),
+            ("v4 raw esp", v4(50, 0, 1500, 5), Want::Peer(PEER4)),
             ("v4 udp small", v4(17, 4500, 100, 5), Want::Here),
         ];
         check(Steering::Hybrid, None, queues(), &cases);
