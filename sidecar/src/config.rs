@@ -173,14 +173,18 @@ pub enum Steering {
     /// To the queue of the CPU the packet is on, whose worker is pinned to
     /// that CPU: every worker wake-up is local, which roughly halves the
     /// added latency of sparse traffic but keeps a flow's work on its
-    /// sender's CPU (lower single-flow throughput). One queue per CPU; needs
+    /// sender's CPU and spreads a TCP flow over workers (it is sent from
+    /// the application's and the ACK's CPUs): half the single-flow
+    /// throughput, with reordering and losses. One queue per CPU; needs
     /// CAP_BPF (or CAP_SYS_ADMIN) for the steering program. See
     /// docs/datapath.md (Latency).
     Cpu,
     /// By size: packets up to 1024 bytes (pings, ACKs, requests) as with
-    /// `cpu`, larger ones (bulk: full-size segments, super-packets) to
-    /// another CPU's queue, so a bulk sender and its sealing run in
-    /// parallel. Workers pinned and requirements as with `cpu`. See
+    /// `cpu`; larger ones (bulk: full-size segments, super-packets) to
+    /// their flow's queue (plaintext, by the socket's flow hash) or their
+    /// peer's (ESP, by outer source address), so a bulk flow is sealed
+    /// and opened by one worker each, in order, beside its sender.
+    /// Workers pinned and requirements as with `cpu`. See
     /// docs/datapath.md (Latency).
     Hybrid,
 }

@@ -10,9 +10,9 @@
 //! * `cpu`: every packet to the queue of its own CPU.
 //! * `hybrid`: small packets (≤ [`SMALL_LEN`] bytes: pings, ACKs,
 //!   requests) to their own CPU's queue, larger ones (full-size segments,
-//!   GSO super-packets: bulk) to their flow's queue, as flow steering
-//!   does, so a bulk flow stays on one worker, which runs beside its
-//!   sender rather than on the sender's CPU.
+//!   GSO super-packets: bulk) to their flow's queue (plaintext) or their
+//!   peer's (ESP), so a bulk flow is sealed and opened by one worker
+//!   each, in order, rather than on its sender's CPU.
 #![allow(unsafe_code)] // bpf(2), ioctl(2), sched_{get,set}affinity(2) only.
 
 use std::io;
@@ -110,9 +110,9 @@ const CPU_PROGRAM: [u64; 2] = [
 ///   peer's queue, whatever CPU it came in on: `(src × PEER_HASH mod
 ///   2^32) >> 16`, `src` the last 32 bits of the outer source address.
 ///   One SA (per peer and direction) must be opened by one worker, in
-///   arrival order: its packets carry one
-///   sequence, and a packet that another worker leaves more than the
-///   replay window (1024) behind is dropped;
+///   arrival order: its packets carry one sequence, and a packet that
+///   another worker leaves more than the replay window (1024) behind is
+///   dropped;
 /// * any other larger packet (plaintext to seal): queue `skb->hash`, the
 ///   flow's queue, whatever CPU it is on. `skb->hash` is the sending TCP
 ///   socket's `sk_txhash` (it survives veths, bridges and forwarding), 0

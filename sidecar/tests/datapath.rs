@@ -94,9 +94,10 @@ fn cpu_steering_pins_workers_and_keeps_traffic_encrypted() {
     steering_pins_workers_and_keeps_traffic_encrypted("cpu");
 }
 
-/// The same for `datapath.steering: hybrid` (its program sends large
-/// packets to another CPU's queue: the TCP exchange's 1000-byte writes
-/// and the test's bulk both cross it).
+/// The same for `datapath.steering: hybrid` (its program steers packets
+/// above 1024 bytes by flow or peer: the TCP exchange's 1000-byte writes
+/// (1052-byte packets) and the bulk transfer cross that path, pings and
+/// ACKs the per-CPU one).
 #[test]
 fn hybrid_steering_pins_workers_and_keeps_traffic_encrypted() {
     steering_pins_workers_and_keeps_traffic_encrypted("hybrid");
