@@ -173,10 +173,20 @@ pub enum Steering {
     /// To the queue of the CPU the packet is on, whose worker is pinned to
     /// that CPU: every worker wake-up is local, which roughly halves the
     /// added latency of sparse traffic but keeps a flow's work on its
-    /// sender's CPU (lower single-flow throughput). One queue per CPU; needs
+    /// sender's CPU and spreads a TCP flow over workers (it is sent from
+    /// the application's and the ACK's CPUs): half the single-flow
+    /// throughput, with reordering and losses. One queue per CPU; needs
     /// CAP_BPF (or CAP_SYS_ADMIN) for the steering program. See
     /// docs/datapath.md (Latency).
     Cpu,
+    /// By size: packets up to 1024 bytes (pings, ACKs, requests) as with
+    /// `cpu`; larger ones (bulk: full-size segments, super-packets) to
+    /// their flow's queue (plaintext, by the socket's flow hash) or their
+    /// peer's (ESP, by outer source address), so a bulk flow is sealed
+    /// and opened by one worker each, in order, beside its sender.
+    /// Workers pinned and requirements as with `cpu`. See
+    /// docs/datapath.md (Latency).
+    Hybrid,
 }
 
 impl Default for DatapathOptions {
@@ -302,10 +312,10 @@ impl Config {
         if d.rule_priority == 0 || d.rule_priority + 10 >= 32766 {
             return Err(invalid("datapath.rulePriority", "must be within 1..32756"));
         }
-        if d.steering == Steering::Cpu && d.queues != 0 {
+        if d.steering != Steering::Flow && d.queues != 0 {
             return Err(invalid(
                 "datapath.queues",
-                "must be 0 (one per CPU) with datapath.steering: cpu",
+                "must be 0 (one per CPU) with datapath.steering: cpu or hybrid",
             ));
         }
         if d.busy_poll_us > MAX_BUSY_POLL_US {
@@ -441,15 +451,20 @@ mod tests {
         assert!(err(&base().replace("10.244.2.0/24", "10.244.2.1/24")).contains("host bits"));
         assert!(err(&(base() + "datapath:\n  busyPollUs: 10001\n")).contains("busyPollUs"));
         assert!(err(&(base() + "datapath:\n  steering: rss\n")).contains("rss"));
-        assert!(
-            err(&(base() + "datapath:\n  steering: cpu\n  queues: 2\n"))
-                .contains("datapath.queues")
-        );
+        for mode in ["cpu", "hybrid"] {
+            assert!(
+                err(&(base() + &format!("datapath:\n  steering: {mode}\n  queues: 2\n")))
+                    .contains("datapath.queues"),
+                "{mode}"
+            );
+        }
     }
 
     #[test]
     fn test_parse_cpu_steering() {
         let c = parse(&(base() + "datapath:\n  steering: cpu\n")).unwrap();
         assert_eq!(c.datapath.steering, Steering::Cpu);
+        let c = parse(&(base() + "datapath:\n  steering: hybrid\n")).unwrap();
+        assert_eq!(c.datapath.steering, Steering::Hybrid);
     }
 }

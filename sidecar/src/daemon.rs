@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config::{Config, Mode, Steering};
+use crate::config::{Config, Encap, Mode, Steering};
 use crate::datapath::Datapath;
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, Scope, plan::plan};
@@ -48,7 +48,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let generation = generation::next(&cfg.state_file, cfg.generation)?;
     let metrics = Arc::new(Metrics::new());
     let dp = Datapath::new(&cfg, keypair, psk, generation, metrics.clone())?;
-    let pin = cfg.datapath.steering == Steering::Cpu;
+    let pin = cfg.datapath.steering != Steering::Flow;
     let queues = match cfg.datapath.queues {
         _ if pin => crate::steering::queues()?,
         0 => std::thread::available_parallelism()
@@ -64,8 +64,14 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     )?;
     // Held for the process's lifetime: it shows the program in
     // /proc/<pid>/fd (the TUN keeps its own reference).
-    let _steering = match devices.first() {
-        Some(q) if pin => Some(crate::steering::attach(q)?),
+    let _steering = match (
+        devices.first(),
+        crate::steering::program(
+            cfg.datapath.steering,
+            (cfg.tunnel.encap == Encap::Udp).then_some(cfg.tunnel.udp_port),
+        ),
+    ) {
+        (Some(q), Some(prog)) => Some(crate::steering::attach(q, &prog)?),
         _ => None,
     };
     let index = nl.ifindex(&cfg.datapath.device).await?;
