@@ -1,5 +1,5 @@
-//! CPU-aware queue steering for the TUN (`datapath.steering: cpu` and
-//! `hybrid`): an eBPF program picks each packet's queue from the CPU the
+//! CPU-aware queue steering for the TUN (`datapath.steering: hybrid`): an
+//! eBPF program picks each packet's queue, small ones from the CPU the
 //! packet is being processed on, and worker `i` is pinned to CPU `i`.
 //!
 //! Why: a worker sleeping on an idle vCPU costs tens of microseconds to
@@ -7,7 +7,6 @@
 //! Latency), and a ping crosses several such wake-ups. When the packet's
 //! CPU and the worker's CPU are the same, each is a local context switch.
 //!
-//! * `cpu`: every packet to the queue of its own CPU.
 //! * `hybrid`: small packets (≤ [`SMALL_LEN`] bytes: pings, ACKs,
 //!   requests) to their own CPU's queue, larger ones (full-size segments,
 //!   GSO super-packets: bulk) to their flow's queue (plaintext) or their
@@ -96,16 +95,9 @@ const IPPROTO_UDP: i32 = 17;
 /// Helper number of `bpf_get_smp_processor_id`.
 const GET_SMP_PROCESSOR_ID: i32 = 8;
 
-/// `cpu`: `r0 = bpf_get_smp_processor_id(); return r0;`. The TUN takes
-/// the result modulo its number of queues (its low 16 bits).
-const CPU_PROGRAM: [u64; 2] = [
-    insn(CALL, 0, 0, 0, GET_SMP_PROCESSOR_ID),
-    insn(EXIT, 0, 0, 0, 0),
-];
-
 /// `hybrid`, for ESP-in-UDP on `udp_port` (`None`: raw ESP only):
 ///
-/// * ≤ [`SMALL_LEN`] bytes: queue `cpu`, as [`CPU_PROGRAM`];
+/// * ≤ [`SMALL_LEN`] bytes: queue `cpu`, `bpf_get_smp_processor_id()`;
 /// * larger ESP from a peer (IP protocol 50, or UDP to `udp_port`): the
 ///   peer's queue, whatever CPU it came in on: `(src × PEER_HASH mod
 ///   2^32) >> 16`, `src` the last 32 bits of the outer source address.
@@ -121,7 +113,8 @@ const CPU_PROGRAM: [u64; 2] = [
 ///
 /// The TUN takes the result modulo its number of queues (low 16 bits).
 /// Earlier versions and why they were dropped (docs/datapath.md,
-/// Latency): "another CPU" (`cpu + 1`) for all large packets split a
+/// Latency): the former `cpu` mode (every packet to its CPU's queue) and
+/// "another CPU" (`cpu + 1`) for all large packets split a
 /// TCP flow over workers (a sender transmits from the application's CPU
 /// and from the CPU that processes its ACKs); `cpu + 1` for large ESP
 /// split a peer's SA over workers as soon as two flows were sealed on
@@ -213,7 +206,6 @@ const PEER_HASH: u32 = 0x9e37_79b1;
 pub fn program(mode: Steering, udp_port: Option<u16>) -> Option<Vec<u64>> {
     match mode {
         Steering::Flow => None,
-        Steering::Cpu => Some(CPU_PROGRAM.to_vec()),
         Steering::Hybrid => Some(hybrid_program(udp_port).to_vec()),
     }
 }
@@ -223,7 +215,7 @@ pub fn program(mode: Steering, udp_port: Option<u16>) -> Option<Vec<u64>> {
 pub enum SteeringError {
     /// The queue-per-CPU mapping needs CPUs 0..n-1.
     #[error(
-        "datapath.steering: cpu and hybrid need the sidecar allowed on CPUs 0..{}, it is allowed on {allowed:?}; use steering: flow",
+        "datapath.steering: hybrid needs the sidecar allowed on CPUs 0..{}, it is allowed on {allowed:?}; use steering: flow",
         allowed.len().saturating_sub(1)
     )]
     CpuSet {
@@ -471,16 +463,6 @@ mod tests {
 
     fn queues() -> usize {
         allowed_cpus().unwrap().len().max(2)
-    }
-
-    #[test]
-    fn cpu_program_picks_the_packets_cpu() {
-        let cases = [
-            ("ping", v4(1, 0, 84, 5), Want::Here),
-            ("tcp", v4(6, 80, 1500, 5), Want::Here),
-            ("esp", v4(17, 4500, 3000, 5), Want::Here),
-        ];
-        check(Steering::Cpu, Some(4500), queues(), &cases);
     }
 
     /// `pkt` with its source address's last 32 bits set to `end`.

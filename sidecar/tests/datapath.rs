@@ -87,27 +87,15 @@ fn transport_raw_esp() {
     exercise(&mesh, Kind::Esp);
 }
 
-/// `datapath.steering: cpu`: the steering program is loaded, worker `i` is
-/// pinned to CPU `i`, and traffic flows and stays encrypted as before.
-#[test]
-fn cpu_steering_pins_workers_and_keeps_traffic_encrypted() {
-    steering_pins_workers_and_keeps_traffic_encrypted("cpu");
-}
-
-/// The same for `datapath.steering: hybrid` (its program steers packets
-/// above 1024 bytes by flow or peer: the TCP exchange's 1000-byte writes
-/// (1052-byte packets) and the bulk transfer cross that path, pings and
-/// ACKs the per-CPU one).
+/// `datapath.steering: hybrid`: the steering program is loaded, worker
+/// `i` is pinned to CPU `i`, and traffic flows and stays encrypted as
+/// before (the program steers packets above 1024 bytes by flow or peer:
+/// the TCP exchange's 1000-byte writes (1052-byte packets) and the bulk
+/// transfer cross that path, pings and ACKs the per-CPU one).
 #[test]
 fn hybrid_steering_pins_workers_and_keeps_traffic_encrypted() {
-    steering_pins_workers_and_keeps_traffic_encrypted("hybrid");
-}
-
-fn steering_pins_workers_and_keeps_traffic_encrypted(mode: &str) {
     let _s = serial();
-    let mesh = Mesh::new(&format!(
-        "  mode: transport\ndatapath:\n  steering: {mode}\n"
-    ));
+    let mesh = Mesh::new("  mode: transport\ndatapath:\n  steering: hybrid\n");
     let cpus = std::thread::available_parallelism().unwrap().get();
     for node in 0..2 {
         let pid = mesh.pid(node).unwrap();
@@ -138,8 +126,8 @@ fn steering_pins_workers_and_keeps_traffic_encrypted(mode: &str) {
         assert_eq!(bpf_progs, 1, "node {node}: steering program loaded");
     }
     exercise(&mesh, Kind::UdpEsp);
-    // Bulk (super-packets; with `hybrid` on another CPU's queue than the
-    // sender's small packets): every byte arrives, in order.
+    // Bulk (super-packets, steered by flow, while the sender's small
+    // packets go to their CPU's queue): every byte arrives, in order.
     let total = 32 << 20;
     let got = common::tcp_bulk(
         &mesh.pod_ns(0),
@@ -148,7 +136,7 @@ fn steering_pins_workers_and_keeps_traffic_encrypted(mode: &str) {
         7500,
         total,
     );
-    assert_eq!(got, total, "{mode}: bulk TCP intact");
+    assert_eq!(got, total, "bulk TCP intact");
 }
 
 #[test]
