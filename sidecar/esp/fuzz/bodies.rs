@@ -10,8 +10,8 @@ use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, KeyInit, Nonce};
 use meshsec_esp::wire::{esp, icmpv4, icmpv6, ipv4, ipv6, tcp, udp};
 use meshsec_esp::{
-    Cipher, Encap, HEADROOM, InboundSa, Mode, OpenError, OutboundSa, SaKey, TAILROOM, classify,
-    path,
+    ByteTally, Cipher, Encap, HEADROOM, InboundSa, Mode, OpenError, OutboundSa, SaKey, TAILROOM,
+    classify, path,
 };
 
 const SPI: u32 = 0x4000_0100;
@@ -141,7 +141,18 @@ pub fn seal_roundtrip(data: &[u8]) {
     let (out, inb) = sas(sel);
     let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
     buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
-    let Ok(sealed) = out.seal(&mut buf, HEADROOM..HEADROOM + pkt.len()) else {
+    // Bit 3 of the selector: the datapath's `seal_tallied` instead.
+    let range = HEADROOM..HEADROOM + pkt.len();
+    let mut tally = ByteTally::default();
+    let sealed = if sel & 0x08 != 0 {
+        out.seal_tallied(&mut buf, range, &mut tally)
+    } else {
+        out.seal(&mut buf, range)
+    };
+    out.add_tally(&mut tally);
+    // Protected bytes are part of the input packet.
+    assert!(out.bytes_sent() <= pkt.len() as u64);
+    let Ok(sealed) = sealed else {
         return;
     };
     let opened = match inb.open(&mut buf, sealed) {
