@@ -16,7 +16,11 @@
 //! - both consume their result without a wide reload of it.
 //!
 //! `cargo bench -p meshsec-esp --features aws-lc` covers both backends;
-//! `-- --paired [aes-gcm|aws-lc-rs]` prints only the paired table.
+//! `-- --paired [aes-gcm|aws-lc-rs]` prints only the paired table. Its
+//! `seal` row is plain `seal` (exact byte counting, two locked
+//! instructions); `seal_tallied` is what the sidecar's datapath calls, with
+//! the byte tally added to the SA every [`BATCH`] packets as the datapath
+//! adds it once per read.
 
 // A failed setup should abort the bench loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
