@@ -40,7 +40,7 @@ pub use classify::{Inbound, classify, classify_with_port};
 pub use error::{ConfigError, OpenError, SealError};
 pub use inbound::InboundSa;
 pub use keys::SaKey;
-pub use outbound::{OutboundSa, SEQ_LIMIT};
+pub use outbound::{ByteTally, OutboundSa, SEQ_LIMIT};
 pub use path::overhead::overhead;
 pub use types::{Cipher, Encap, Family, Mode};
 

@@ -25,12 +25,35 @@ pub const SEQ_LIMIT: u64 = 1 << 63;
 /// Hop limit / TTL of tunnel-mode outer headers.
 const OUTER_TTL: u8 = 64;
 
-/// Where a seal takes its sequence number from.
-enum Tickets {
-    /// From the SA's shared counter, one locked instruction per packet.
+/// Where a seal takes its sequence number from, and where it counts the
+/// protected bytes.
+enum Tickets<'a> {
+    /// From the SA's shared counters: two locked instructions per packet.
     Shared,
+    /// Sequence number from the SA's shared counter (one locked
+    /// instruction), bytes into the caller's tally.
+    Tallied(&'a mut ByteTally),
     /// From numbers reserved for a batch.
     Reserved(Reservation),
+}
+
+/// Protected bytes sealed with [`OutboundSa::seal_tallied`] and not yet
+/// added to the SA's byte counter (by [`OutboundSa::add_tally`]). A caller
+/// that seals many packets (the datapath: one read's worth) keeps one, so
+/// each packet costs one locked instruction (the sequence number) instead
+/// of two. Until it is added, [`OutboundSa::bytes_sent`] and the soft byte
+/// limit of [`OutboundSa::needs_rekey`] lag by what it holds; the hard
+/// limit is on the sequence number and does not depend on it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ByteTally {
+    bytes: u64,
+}
+
+impl ByteTally {
+    /// Bytes counted and not yet added to an SA.
+    pub fn pending(&self) -> u64 {
+        self.bytes
+    }
 }
 
 /// Consecutive sequence numbers taken from the SA's counter in one step,
@@ -197,20 +220,34 @@ impl OutboundSa {
     /// refused would be counted too: it errs towards an earlier rekey.
     /// In a batch ([`Tickets::Reserved`]) the numbers were taken in one
     /// step and the bytes are added once at the end.
+    /// With a caller's tally ([`Tickets::Tallied`]) the bytes are a plain
+    /// add to it.
     #[inline(always)]
-    fn take_seq(&self, tickets: &mut Tickets, protected_len: usize) -> Result<u64, SealError> {
+    fn take_seq(&self, tickets: &mut Tickets<'_>, protected_len: usize) -> Result<u64, SealError> {
         match tickets {
             Tickets::Shared => {
-                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                if seq >= SEQ_LIMIT {
-                    return Err(SealError::SequenceExhausted);
-                }
+                let seq = self.shared_seq()?;
                 self.bytes
                     .fetch_add(protected_len as u64, Ordering::Relaxed);
                 Ok(seq)
             }
+            Tickets::Tallied(t) => {
+                let seq = self.shared_seq()?;
+                t.bytes += protected_len as u64;
+                Ok(seq)
+            }
             Tickets::Reserved(r) => r.take(protected_len),
         }
+    }
+
+    /// The next number of the shared counter, refused from [`SEQ_LIMIT`].
+    #[inline(always)]
+    fn shared_seq(&self) -> Result<u64, SealError> {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        if seq >= SEQ_LIMIT {
+            return Err(SealError::SequenceExhausted);
+        }
+        Ok(seq)
     }
 
     /// Takes `count` consecutive sequence numbers in one locked
@@ -267,10 +304,34 @@ impl OutboundSa {
         self.seal_with(&mut Tickets::Shared, buf, pkt)
     }
 
+    /// [`Self::seal`], but the protected bytes are counted in `tally`
+    /// instead of the SA's shared byte counter: one locked instruction per
+    /// packet instead of two (each waits for the store buffer to drain,
+    /// docs/protocol.md §8). Add the tally to this SA with
+    /// [`Self::add_tally`] soon (the datapath: once per read); until then
+    /// the soft byte limit lags by it.
+    pub fn seal_tallied(
+        &self,
+        buf: &mut [u8],
+        pkt: Range<usize>,
+        tally: &mut ByteTally,
+    ) -> Result<Range<usize>, SealError> {
+        self.seal_with(&mut Tickets::Tallied(tally), buf, pkt)
+    }
+
+    /// Adds the bytes `tally` holds to this SA's byte counter (one locked
+    /// instruction, none if it is empty) and empties it.
+    pub fn add_tally(&self, tally: &mut ByteTally) {
+        let bytes = std::mem::take(&mut tally.bytes);
+        if bytes > 0 {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
     #[inline(always)]
     fn seal_with(
         &self,
-        tickets: &mut Tickets,
+        tickets: &mut Tickets<'_>,
         buf: &mut [u8],
         pkt: Range<usize>,
     ) -> Result<Range<usize>, SealError> {
@@ -302,7 +363,7 @@ impl OutboundSa {
     #[inline(always)]
     fn seal_transport(
         &self,
-        tickets: &mut Tickets,
+        tickets: &mut Tickets<'_>,
         buf: &mut [u8],
         start: usize,
         ip: &IpLayout,
@@ -325,7 +386,7 @@ impl OutboundSa {
     /// Tunnel mode: a new outer header goes in front of the whole packet.
     fn seal_tunnel(
         &self,
-        tickets: &mut Tickets,
+        tickets: &mut Tickets<'_>,
         buf: &mut [u8],
         start: usize,
         inner: Family,

@@ -85,6 +85,37 @@ fn check_outer(wire: &[u8], encap: Encap) {
     }
 }
 
+/// A valid IPv4 header checksum written as 0xffff (the other
+/// ones'-complement zero; stacks emit 0x0000) comes back from seal + open
+/// as 0x0000, still valid, everything else unchanged: the RFC 1624 eqn. 3
+/// update cannot produce 0xffff. Found by the `seal_roundtrip` fuzz
+/// target (this is its input without the configuration byte).
+#[test]
+fn valid_checksum_0xffff_comes_back_as_0x0000() {
+    let input = [
+        0x46, 0x02, 0x00, 0x1c, 0x15, 0x7f, 0x0a, 0x23, 0x01, 0xff, 0xff, 0xff, 0x00, 0x32, 0x00,
+        0x00, 0x38, 0x00, 0x00, 0xaf, 0xaf, 0xaf, 0xaf, 0xaf, 0xaf, 0xe7, 0xaf, 0xaf,
+    ];
+    let p = ipv4::Packet::new_checked(&input[..]).unwrap();
+    assert_eq!(p.checksum(), 0xffff);
+    assert!(p.verify_checksum(), "the input is a valid header");
+    for &backend in Backend::ALL {
+        for (cipher, mode, encap, tunnel) in configs() {
+            let (out, inb) = pair(backend, cipher, mode, encap, tunnel);
+            let (mut buf, range) = framed(&input);
+            let sealed = out.seal(&mut buf, range).unwrap();
+            let opened = inb.open(&mut buf, sealed).unwrap();
+            let got = &buf[opened];
+            let mut want = input.to_vec();
+            if mode == Mode::Transport {
+                want[10..12].copy_from_slice(&[0, 0]);
+            }
+            assert_eq!(got, &want[..], "{cipher:?} {mode:?} {encap:?}");
+            assert!(ipv4::Packet::new_checked(got).unwrap().verify_checksum());
+        }
+    }
+}
+
 #[test]
 fn replay_and_keepalive() {
     let (out, inb) = pair(

@@ -5,6 +5,8 @@
 //! AEAD waits for its ciphertext stores to drain (profile,
 //! docs/datapath.md).
 
+use meshsec_esp::ByteTally;
+
 use crate::metrics::Counters;
 
 /// Counts for one set of counters (the totals, or one peer's).
@@ -78,6 +80,38 @@ impl PeerTallies {
     }
 }
 
+/// Protected bytes sealed under one peer's outbound SA
+/// (`OutboundSa::seal_tallied`) and not yet added to that SA's byte
+/// counter: its soft byte limit then costs no second locked instruction
+/// per packet (docs/protocol.md §8). The worker adds them once per read,
+/// and before sealing to another peer.
+#[derive(Default)]
+pub struct SealBytes {
+    /// Index of the peer whose outbound SA the bytes belong to.
+    peer: Option<usize>,
+    tally: ByteTally,
+}
+
+impl SealBytes {
+    /// Whether bytes of a peer other than `index` are pending (add them to
+    /// that peer's SA before sealing for `index`).
+    pub fn held_for_other(&self, index: usize) -> bool {
+        self.peer.is_some_and(|p| p != index)
+    }
+
+    /// The tally to seal into for peer `index`.
+    pub fn for_peer(&mut self, index: usize) -> &mut ByteTally {
+        self.peer = Some(index);
+        &mut self.tally
+    }
+
+    /// The pending peer and its bytes, leaving this empty.
+    pub fn take(&mut self) -> Option<(usize, ByteTally)> {
+        let peer = self.peer.take()?;
+        Some((peer, std::mem::take(&mut self.tally)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +143,18 @@ mod tests {
         // Flushed tallies are empty: a second flush adds nothing.
         t.flush(|i| peers.get(i));
         assert_eq!(peers[0].packets_out.get(), 3);
+    }
+
+    #[test]
+    fn test_seal_bytes_belong_to_one_peer_until_taken() {
+        let mut s = SealBytes::default();
+        assert!(!s.held_for_other(0));
+        assert!(s.take().is_none());
+        s.for_peer(1);
+        assert!(!s.held_for_other(1));
+        assert!(s.held_for_other(2));
+        let (peer, t) = s.take().unwrap();
+        assert_eq!((peer, t.pending()), (1, 0));
+        assert!(!s.held_for_other(2), "taken: nothing pending");
     }
 }

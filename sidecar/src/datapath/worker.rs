@@ -31,7 +31,7 @@ use super::esp_split::EspSplit;
 use super::offload::F_DATA_VALID;
 use super::packet::{self, IpSummary};
 use super::sa_cache::SaCache;
-use super::tally::{PeerTallies, Tally};
+use super::tally::{PeerTallies, SealBytes, Tally};
 use super::tcp_gro::TcpGro;
 use super::udp_gso::UdpGso;
 use super::vnet_read::{self, Read};
@@ -102,6 +102,8 @@ pub struct Worker {
     /// counters, added once per read.
     tally: Tally,
     peer_tally: PeerTallies,
+    /// Bytes sealed and not yet added to their SA's byte counter.
+    seal_bytes: SealBytes,
     /// SAs used last, per peer: no shared lock or count per packet.
     sas: SaCache,
 }
@@ -141,6 +143,7 @@ impl Worker {
             busy_poll,
             tally: Tally::default(),
             peer_tally: PeerTallies::new(peers),
+            seal_bytes: SealBytes::default(),
             sas: SaCache::new(peers),
             dev,
         }
@@ -297,9 +300,22 @@ impl Worker {
     }
 
     fn flush_tallies(&mut self, shared: &Shared) {
+        self.flush_seal_bytes(shared);
         self.tally.flush(&shared.metrics.total);
         let peers = &shared.peers.peers;
         self.peer_tally.flush(|i| peers.get(i).map(|p| &p.counters));
+    }
+
+    /// Adds the pending sealed bytes to their peer's outbound SA (the one
+    /// installed now: after a rekey within the read, the new SA gets them,
+    /// which only brings its soft limit closer).
+    fn flush_seal_bytes(&mut self, shared: &Shared) {
+        if let Some((index, mut bytes)) = self.seal_bytes.take()
+            && let Some(peer) = shared.peers.peers.get(index)
+            && let Some(sa) = self.sas.outbound(peer)
+        {
+            sa.add_tally(&mut bytes);
+        }
     }
 
     /// A super-packet is being built. Both coalescers keep theirs across
@@ -475,11 +491,16 @@ impl Worker {
             // A SYN the clamp cannot parse goes out unclamped; seal decides.
             let _ = meshsec_esp::path::clamp_mss(&mut buf[pkt.clone()], mss);
         }
+        if self.seal_bytes.held_for_other(peer.index) {
+            self.flush_seal_bytes(shared);
+        }
         let Some(sa) = self.sas.outbound(peer) else {
             return drop_as(&peer.counters, shared, DropReason::SealFailed);
         };
         let len = pkt.len();
-        match sa.seal(buf, pkt) {
+        // One locked instruction per packet: the SA's byte count (its soft
+        // limit) is brought up to date once per read.
+        match sa.seal_tallied(buf, pkt, self.seal_bytes.for_peer(peer.index)) {
             Ok(sealed) => {
                 if sa.needs_rekey() {
                     shared.request_rekey();
