@@ -82,7 +82,7 @@ impl Datapath {
     }
 
     /// Starts one worker per TUN queue; returns how many. With `pin`,
-    /// worker `i` runs on CPU `i` only (CPU or hybrid steering).
+    /// worker `i` runs on CPU `i` only (hybrid steering).
     pub fn spawn(
         &self,
         queues: Vec<SyncDevice>,
