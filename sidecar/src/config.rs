@@ -176,9 +176,12 @@ pub enum Steering {
     /// latency of `flow`); larger ones (bulk: full-size segments,
     /// super-packets) to their flow's queue (plaintext, by the socket's
     /// flow hash) or their peer's (ESP, by outer source address), so a
-    /// bulk flow is sealed and opened by one worker each, in order. One
-    /// queue per CPU; needs CAP_BPF (or CAP_SYS_ADMIN) for the steering
-    /// program. See docs/datapath.md (Latency).
+    /// bulk flow is sealed and opened by one worker each, in order. Small
+    /// ESP packets of an SA are opened on the CPU they arrive on, so two
+    /// workers can drift more than the replay window apart under bulk and
+    /// drop some (0-431 per 10 s measured). One queue per CPU; needs
+    /// CAP_BPF (or CAP_SYS_ADMIN) for the steering program. See
+    /// docs/datapath.md (Latency).
     ///
     /// It replaced `cpu` (every packet to its CPU's queue), which spread
     /// one TCP flow and one SA over several workers (a flow is sent from
