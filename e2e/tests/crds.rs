@@ -871,7 +871,7 @@ async fn defaults_are_filled_in_by_the_api_server() {
     for line in [
         "cipher: AES128GCM",
         "mode: Transport",
-        "replayWindow: 1024",
+        "replayWindow: 8192",
         "mtu: auto",
         "interval: 1h",
         "type: UDP",

@@ -103,8 +103,9 @@ const GET_SMP_PROCESSOR_ID: i32 = 8;
 ///   2^32) >> 16`, `src` the last 32 bits of the outer source address.
 ///   One SA (per peer and direction) must be opened by one worker, in
 ///   arrival order: its packets carry one sequence, and a packet that
-///   another worker leaves more than the replay window (1024) behind is
-///   dropped;
+///   another worker leaves more than the replay window behind is dropped
+///   (small ESP packets still take their CPU's queue: the default window
+///   of 8192 covers that drift, 1024 did not, docs/datapath.md);
 /// * any other larger packet (plaintext to seal): queue `skb->hash`, the
 ///   flow's queue, whatever CPU it is on. `skb->hash` is the sending TCP
 ///   socket's `sk_txhash` (it survives veths, bridges and forwarding), 0
