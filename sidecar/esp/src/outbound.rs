@@ -395,10 +395,7 @@ impl OutboundSa {
         let Some((src, dst)) = self.tunnel else {
             return Err(SealError::Malformed);
         };
-        let outer = match src {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        };
+        let outer = Family::of(&src);
         let outer_len = outer.header_len();
         let shift = outer_len + self.encap.header_len() + ESP_HEADER_LEN + IV_LEN;
         let new_start = start.checked_sub(shift).ok_or(SealError::NoHeadroom)?;

@@ -131,6 +131,14 @@ impl Family {
         }
     }
 
+    /// The family of an address (a tunnel endpoint's: the outer header's).
+    pub const fn of(addr: &core::net::IpAddr) -> Self {
+        match addr {
+            core::net::IpAddr::V4(_) => Family::V4,
+            core::net::IpAddr::V6(_) => Family::V6,
+        }
+    }
+
     /// ESP next-header value for a tunnelled packet of this family.
     pub const fn ip_protocol(self) -> u8 {
         match self {

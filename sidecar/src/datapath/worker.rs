@@ -119,10 +119,9 @@ impl Worker {
         let k = &shared.peers.keying;
         // Tunnel mode: the outer header's family (the endpoints') counts;
         // transport mode keeps the packet's own header.
-        let outer = |inner| match (k.mode, k.endpoint()) {
-            (meshsec_esp::Mode::Tunnel, IpAddr::V4(_)) => Family::V4,
-            (meshsec_esp::Mode::Tunnel, IpAddr::V6(_)) => Family::V6,
-            (meshsec_esp::Mode::Transport, _) => inner,
+        let outer = |inner| match k.mode {
+            meshsec_esp::Mode::Tunnel => Family::of(&k.endpoint()),
+            meshsec_esp::Mode::Transport => inner,
         };
         let fit = |inner| {
             meshsec_esp::path::inner_mtu(usize::from(mtu), k.mode, k.encap, outer(inner), k.cipher)

@@ -86,10 +86,7 @@ impl Worker {
             }),
             Mode::Transport => None,
             Mode::Tunnel => {
-                let outer = match k.endpoint() {
-                    std::net::IpAddr::V4(_) => Family::V4.header_len(),
-                    std::net::IpAddr::V6(_) => Family::V6.header_len(),
-                };
+                let outer = Family::of(&k.endpoint()).header_len();
                 Some(Layout {
                     esp_delta: -ESP_AND_IV,
                     hdrs: outer + k.encap.header_len(),
