@@ -136,7 +136,8 @@ pub const MAX_BUSY_POLL_US: u32 = 10_000;
 pub struct DatapathOptions {
     /// TUN device name.
     pub device: String,
-    /// TUN queues / worker threads; 0 = one per CPU.
+    /// TUN queues / worker threads; 0 = one per CPU. With `busyPoll:
+    /// always` this is also how many CPUs are kept busy permanently.
     pub queues: usize,
     /// Routing table for remote member pod prefixes (plaintext to encrypt).
     pub remote_table: u32,
