@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -135,7 +136,8 @@ pub const MAX_BUSY_POLL_US: u32 = 10_000;
 pub struct DatapathOptions {
     /// TUN device name.
     pub device: String,
-    /// TUN queues / worker threads; 0 = one per CPU.
+    /// TUN queues / worker threads; 0 = one per CPU. With `busyPoll:
+    /// always` this is also how many CPUs are kept busy permanently.
     pub queues: usize,
     /// Routing table for remote member pod prefixes (plaintext to encrypt).
     pub remote_table: u32,
@@ -149,16 +151,43 @@ pub struct DatapathOptions {
     /// read and split into segments before sealing, and opened segments of
     /// one flow are written back coalesced. See docs/datapath.md.
     pub offload: bool,
-    /// Sparse traffic (a worker woke after sleeping ≥ 1 ms): after each
-    /// round that handled packets, the worker keeps polling its queue
-    /// (non-blocking, yielding the CPU between polls) for up to this many
-    /// microseconds before it sleeps again, so a reply that follows within
-    /// that time is picked up without a thread wake-up. 0 = never. An idle
-    /// worker never polls, nor does one under bulk load (its sleeps are
-    /// short). See docs/datapath.md (Latency).
-    pub busy_poll_us: u32,
+    /// When a worker polls its empty queue instead of sleeping. See
+    /// [`BusyPoll`].
+    pub busy_poll: BusyPoll,
+    /// `busyPoll: sparse` only. Sparse traffic (a worker woke after
+    /// sleeping ≥ 1 ms): after each round that handled packets, the worker
+    /// keeps polling its queue (non-blocking, yielding the CPU between
+    /// polls) for up to this many microseconds before it sleeps again, so
+    /// a reply that follows within that time is picked up without a thread
+    /// wake-up. 0 = never. An idle worker never polls, nor does one under
+    /// bulk load (its sleeps are short). Absent = [`DEFAULT_BUSY_POLL_US`].
+    /// See docs/datapath.md (Latency).
+    pub busy_poll_us: Option<u32>,
     /// Which TUN queue (worker) gets a packet. See [`Steering`].
     pub steering: Steering,
+}
+
+/// When a worker polls its queue instead of sleeping until it is readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusyPoll {
+    /// Sleep when the queue is empty; poll for `busyPollUs` only after a
+    /// wake-up from a long sleep (sparse traffic). An idle worker costs no
+    /// CPU; a request/response exchange pays for the wake-ups of the
+    /// threads on its path (~45-60 µs each on a VM whose idle vCPUs halt).
+    #[default]
+    Sparse,
+    /// Poll mode (as DPDK's or VPP's polling workers): a worker never
+    /// sleeps; it polls its queue without blocking and yields the CPU
+    /// (`sched_yield`) between empty polls, so other threads still run.
+    /// No wake-up is ever on a packet's path, but **each worker keeps a
+    /// CPU busy permanently, even with no traffic at all** (the sidecar
+    /// shows as ~100% of a core per worker in `top`, and the CPU never
+    /// idles, so it is lost to power saving and, on shared hosts, billed).
+    /// Use `queues` to limit how many workers spin (with the default, one
+    /// per CPU, every CPU of the node is kept busy). See docs/datapath.md
+    /// (Latency) for the measured latency and cost.
+    Always,
 }
 
 /// How the TUN spreads packets over its queues.
@@ -201,8 +230,35 @@ impl Default for DatapathOptions {
             rule_priority: 100,
             blackhole_metric: 4000,
             offload: true,
-            busy_poll_us: DEFAULT_BUSY_POLL_US,
+            busy_poll: BusyPoll::Sparse,
+            busy_poll_us: None,
             steering: Steering::Flow,
+        }
+    }
+}
+
+impl DatapathOptions {
+    /// How long a sparse-traffic worker polls (`busyPollUs` or its
+    /// default); unused with `busyPoll: always`.
+    pub fn busy_poll_duration(&self) -> Duration {
+        let us = self.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US);
+        Duration::from_micros(u64::from(us))
+    }
+
+    fn validate_busy_poll(&self) -> Result<(), ConfigError> {
+        match (self.busy_poll, self.busy_poll_us) {
+            (BusyPoll::Sparse, Some(us)) if us > MAX_BUSY_POLL_US => Err(invalid(
+                "datapath.busyPollUs",
+                format!("must be within 0..={MAX_BUSY_POLL_US}"),
+            )),
+            // A poll window only bounds sparse polling; an always-polling
+            // worker has none, so a value there would silently do nothing.
+            (BusyPoll::Always, Some(_)) => Err(invalid(
+                "datapath.busyPollUs",
+                "applies only to busyPoll: sparse; with busyPoll: always workers never sleep \
+                 (remove busyPollUs)",
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -320,12 +376,7 @@ impl Config {
                 "must be 0 (one per CPU) with datapath.steering: hybrid",
             ));
         }
-        if d.busy_poll_us > MAX_BUSY_POLL_US {
-            return Err(invalid(
-                "datapath.busyPollUs",
-                format!("must be within 0..={MAX_BUSY_POLL_US}"),
-            ));
-        }
+        d.validate_busy_poll()?;
         self.validate_peers()
     }
 
@@ -416,7 +467,11 @@ mod tests {
         assert_eq!(c.tunnel.encap, Encap::Udp);
         assert_eq!(c.tunnel.udp_port, 4500);
         assert_eq!(c.datapath.device, "meshsec0");
-        assert_eq!(c.datapath.busy_poll_us, DEFAULT_BUSY_POLL_US);
+        assert_eq!(c.datapath.busy_poll, BusyPoll::Sparse);
+        assert_eq!(
+            c.datapath.busy_poll_duration(),
+            Duration::from_micros(u64::from(DEFAULT_BUSY_POLL_US))
+        );
         assert_eq!(c.datapath.steering, Steering::Flow);
         assert_eq!(c.peers[0].pod_cidrs.len(), 2);
     }
@@ -461,6 +516,46 @@ mod tests {
         // modes there are.
         let e = err(&(base() + "datapath:\n  steering: cpu\n"));
         assert!(e.contains("cpu") && e.contains("hybrid"), "{e}");
+    }
+
+    #[test]
+    fn test_parse_busy_poll() {
+        let c = parse(&(base() + "datapath:\n  busyPoll: always\n  queues: 1\n")).unwrap();
+        assert_eq!(c.datapath.busy_poll, BusyPoll::Always);
+        assert_eq!(c.datapath.queues, 1);
+        // Today's behaviour, spelt out, still takes busyPollUs.
+        let c = parse(&(base() + "datapath:\n  busyPoll: sparse\n  busyPollUs: 0\n")).unwrap();
+        assert_eq!(c.datapath.busy_poll, BusyPoll::Sparse);
+        assert!(c.datapath.busy_poll_duration().is_zero());
+        let c = parse(&(base() + "datapath:\n  busyPollUs: 10000\n")).unwrap();
+        assert_eq!(c.datapath.busy_poll_duration(), Duration::from_millis(10));
+        // Polling workers with the per-CPU pinned queues of hybrid steering.
+        let c = parse(&(base() + "datapath:\n  busyPoll: always\n  steering: hybrid\n")).unwrap();
+        assert_eq!(c.datapath.busy_poll, BusyPoll::Always);
+    }
+
+    #[test]
+    fn test_rejects_bad_busy_poll() {
+        // Unknown mode: the error names the ones there are.
+        let e = err(&(base() + "datapath:\n  busyPoll: adaptive\n"));
+        assert!(
+            e.contains("adaptive") && e.contains("sparse") && e.contains("always"),
+            "{e}"
+        );
+        // A poll window with workers that never sleep would do nothing.
+        for us in [0, 200] {
+            let e =
+                err(&(base() + &format!("datapath:\n  busyPoll: always\n  busyPollUs: {us}\n")));
+            assert!(
+                e.contains("datapath.busyPollUs") && e.contains("always"),
+                "{e}"
+            );
+        }
+        let e = err(&(base() + "datapath:\n  busyPoll: sparse\n  busyPollUs: 10001\n"));
+        assert!(
+            e.contains("datapath.busyPollUs") && e.contains("10000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::config::{Config, Encap, Mode, Steering};
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, Polling};
 use crate::metrics::Metrics;
 use crate::netlink::{Netlink, Scope, plan::plan};
 use crate::{generation, keys, tun};
@@ -80,14 +80,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
             .await
             .context("capping TUN super-packet segments")?;
     }
+    let polling = Polling::of(&cfg.datapath);
     let workers = dp
-        .spawn(
-            devices,
-            cfg.tunnel.mtu,
-            cfg.tunnel.strict,
-            Duration::from_micros(u64::from(cfg.datapath.busy_poll_us)),
-            pin,
-        )
+        .spawn(devices, cfg.tunnel.mtu, cfg.tunnel.strict, polling, pin)
         .context("starting workers")?;
     nl.reconcile(&plan(&cfg, true), &scope, Some(index))
         .await
@@ -100,6 +95,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
         node = cfg.node_id,
         generation,
         queues = workers,
+        ?polling,
         peers = cfg.peers.len(),
         "datapath up"
     );
@@ -122,8 +118,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     nl.remove_all(&scope)
         .await
         .context("removing routes and rules")?;
-    // Workers block in TUN reads; exiting the process closes the queues and
-    // the kernel removes the device.
+    // Workers sleep on or poll their TUN queues; exiting the process closes
+    // the queues and the kernel removes the device.
     std::process::exit(0)
 }
 

@@ -22,21 +22,31 @@ mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use meshsec_esp::key_schedule::KeyPair;
 use tracing::{error, warn};
 use tun_rs::SyncDevice;
 
-use crate::config::Config;
+use crate::config::{BusyPoll, Config, DatapathOptions};
 use crate::keys::Psk;
 use crate::metrics::Metrics;
 pub use keying::KeyingError;
 use peers::PeerTable;
+pub use worker::Polling;
 
 /// Most segments in one TUN super-packet a worker can split (its segment
 /// buffers); the device's gso_max_segs must not exceed it.
 pub const MAX_SEGMENTS: u32 = 64;
+
+impl Polling {
+    /// The workers' polling as configured (`busyPoll`, `busyPollUs`).
+    pub fn of(d: &DatapathOptions) -> Self {
+        match d.busy_poll {
+            BusyPoll::Sparse => Polling::Sparse(d.busy_poll_duration()),
+            BusyPoll::Always => Polling::Always,
+        }
+    }
+}
 
 /// State shared by all workers.
 #[derive(Debug)]
@@ -88,7 +98,7 @@ impl Datapath {
         queues: Vec<SyncDevice>,
         mtu: u16,
         strict: bool,
-        busy_poll: Duration,
+        polling: Polling,
         pin: bool,
     ) -> std::io::Result<usize> {
         let n = queues.len();
@@ -103,7 +113,7 @@ impl Datapath {
                         // slower, not wrong.
                         warn!(queue = i, error = %e, "cannot pin worker to its CPU");
                     }
-                    if let Err(e) = worker::Worker::new(shared, dev, mtu, strict, busy_poll).run() {
+                    if let Err(e) = worker::Worker::new(shared, dev, mtu, strict, polling).run() {
                         error!(queue = i, error = %e, "datapath worker stopped");
                         // A dead queue drops its flows: report unhealthy.
                         metrics.ready.set(0);

@@ -6,7 +6,8 @@
 //! while the peer's version still matches (one plain load); a rekey or a
 //! change of the inbound list bumps it, so the next packet takes the SA
 //! now installed, exactly as a lookup would have. The worker drops every
-//! entry before it sleeps, so an idle worker keeps no old keys alive.
+//! entry before it sleeps (or, polling always, after 1 ms without
+//! packets), so an idle worker keeps no old keys alive.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -83,7 +84,7 @@ impl SaCache {
         table.open(peer, gen_bits, spi, buf, pkt)
     }
 
-    /// Drops every cached SA (the worker is about to sleep).
+    /// Drops every cached SA (the worker is about to sleep, or idle).
     pub fn clear(&mut self) {
         self.outbound.iter_mut().for_each(|c| *c = None);
         self.inbound.iter_mut().for_each(|c| *c = None);

@@ -21,7 +21,7 @@ use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use meshsec_esp::{Family, HEADROOM, Inbound, TAILROOM};
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -37,7 +37,11 @@ use super::udp_gso::UdpGso;
 use super::vnet_read::{self, Read};
 use crate::metrics::{Counters, DropReason};
 
+mod idle;
 mod tcp_seal;
+
+pub use idle::Polling;
+use idle::{Idle, OnEmpty};
 
 /// Largest packet a TUN queue hands us: a GSO super-packet, or a packet of
 /// a 64 KiB device MTU.
@@ -50,16 +54,6 @@ const SEGMENTS: usize = super::MAX_SEGMENTS as usize;
 /// front of that room for the virtio-net header of a packet written from
 /// it (seal grows a packet by at most HEADROOM; open only shrinks it).
 const SEG_OFFSET: usize = VIRTIO_NET_HDR_LEN + HEADROOM;
-
-/// A sleep at least this long marks the traffic as sparse, which turns
-/// on busy polling (`datapath.busyPollUs`) for the next rounds.
-const SPARSE_GAP: Duration = Duration::from_millis(1);
-/// Rounds after such a sleep that are followed by busy polling. A
-/// request/response exchange needs one or two; bulk traffic keeps a worker
-/// from ever sleeping again once it polls, so without a limit it polled
-/// (`sched_yield`) through a whole transfer (~3500 yields per second per
-/// worker in a single-stream iperf3, syscall trace, docs/datapath.md).
-const SPARSE_ROUNDS: u32 = 4;
 
 /// What to do with a packet once handled.
 enum Verdict {
@@ -96,8 +90,8 @@ pub struct Worker {
     max_plain_v4: usize,
     max_plain_v6: usize,
     strict: bool,
-    /// How long to keep polling an empty queue after handling packets.
-    busy_poll: Duration,
+    /// When an empty queue is polled again instead of slept on.
+    polling: Polling,
     /// This read's contribution to the totals and to each peer's
     /// counters, added once per read.
     tally: Tally,
@@ -114,7 +108,7 @@ impl Worker {
         dev: SyncDevice,
         mtu: u16,
         strict: bool,
-        busy_poll: Duration,
+        polling: Polling,
     ) -> Self {
         let k = &shared.peers.keying;
         // Tunnel mode: the outer header's family (the endpoints') counts;
@@ -139,7 +133,7 @@ impl Worker {
             gro: dev.tcp_gso().then(TcpGro::new),
             icmp: vec![0; VIRTIO_NET_HDR_LEN + 1280],
             strict,
-            busy_poll,
+            polling,
             tally: Tally::default(),
             peer_tally: PeerTallies::new(peers),
             seal_bytes: SealBytes::default(),
@@ -149,14 +143,7 @@ impl Worker {
     }
 
     pub fn run(mut self) -> std::io::Result<()> {
-        // Until when an empty queue is polled instead of slept on. Only set
-        // by rounds after a long sleep (sparse, latency-bound traffic): an
-        // idle worker never spins, and a busy one (bulk) does not either,
-        // where spinning measurably took CPU from the application and the
-        // other worker (docs/datapath.md, Latency).
-        let mut poll_until: Option<Instant> = None;
-        let mut sparse = false;
-        let mut rounds: u32 = 0;
+        let mut idle = Idle::new(self.polling);
         loop {
             match self.read() {
                 Ok(read) => {
@@ -165,29 +152,9 @@ impl Worker {
                         Read::Esp(split) => self.handle_esp_in_place(&split),
                         Read::Tcp(split) => self.handle_tcp(&split),
                     }
-                    rounds = rounds.saturating_add(1);
-                    poll_until = (sparse && rounds <= SPARSE_ROUNDS)
-                        .then(|| Instant::now() + self.busy_poll);
+                    idle.handled();
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if self.coalescing() {
-                        self.flush_sealed();
-                        self.flush_tcp();
-                    } else if poll_until.is_some_and(|t| Instant::now() < t) {
-                        // A sleeping thread costs ~20-125 µs to wake on
-                        // this class of VM; yielding lets any runnable
-                        // thread (the peer's worker, the application) run.
-                        std::thread::yield_now();
-                    } else {
-                        poll_until = None;
-                        self.sas.clear();
-                        let asleep = Instant::now();
-                        crate::tun::wait_readable(&self.dev)?;
-                        sparse = !self.busy_poll.is_zero() && asleep.elapsed() >= SPARSE_GAP;
-                        rounds = 0;
-                    }
-                    continue;
-                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.on_empty(&mut idle)?,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // No OS error: tun-rs refused to split what the kernel
                 // handed us (bad virtio header or headers): drop that read.
@@ -198,11 +165,38 @@ impl Worker {
                         &self.shared,
                         DropReason::Malformed,
                     );
-                    continue;
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The queue is empty: write what is being coalesced, else poll again
+    /// or sleep as the polling policy says.
+    fn on_empty(&mut self, idle: &mut Idle) -> std::io::Result<()> {
+        if self.coalescing() {
+            self.flush_sealed();
+            self.flush_tcp();
+            return Ok(());
+        }
+        match idle.empty(Instant::now()) {
+            // A sleeping thread costs ~20-125 µs to wake on this class of
+            // VM; yielding lets any runnable thread (the peer's worker, the
+            // application) run.
+            OnEmpty::Poll => std::thread::yield_now(),
+            OnEmpty::Forget => {
+                self.sas.clear();
+                std::thread::yield_now();
+            }
+            OnEmpty::Sleep => {
+                // A sleeping worker keeps no keys alive.
+                self.sas.clear();
+                let asleep = Instant::now();
+                crate::tun::wait_readable(&self.dev)?;
+                idle.woke(asleep.elapsed());
+            }
+        }
+        Ok(())
     }
 
     /// One read, split into `self.segs`.
