@@ -8,58 +8,12 @@ mod common;
 use std::time::Duration;
 
 use common::capture::Kind;
-use common::{MARKER, Mesh, ping, serial, tcp_echo_server, tcp_exchange, udp_exchange};
+use common::{Mesh, exchange_encrypted, serial, tcp_echo_server, tcp_exchange};
 
-/// Traffic both ways, v4 and v6, ping/TCP/UDP; then the capture must show
-/// member traffic only as `esp_kind` and never the marker.
+/// Traffic both ways, v4 and v6, ping/TCP/UDP, seen only as `esp_kind`
+/// on the underlay and never in clear; then the counters must show it.
 fn exercise(mesh: &Mesh, esp_kind: Kind) {
-    let cap = mesh.capture("traffic");
-    for v6 in [false, true] {
-        for (a, b) in [(0, 1), (1, 0)] {
-            let (ns_a, ns_b) = (mesh.pod_ns(a), mesh.pod_ns(b));
-            let dst = mesh.pod_ip(b, v6);
-            assert!(
-                ping(&ns_a, dst, 3, &["-p", "4d45534853454300"]),
-                "ping {a}->{b} v6={v6}\n{}",
-                mesh.log(a)
-            );
-            let port = 7000 + a as u16 * 10 + v6 as u16;
-            let server = tcp_echo_server(&ns_b, port);
-            let n = tcp_exchange(&ns_a, dst, port, 20, Duration::ZERO).expect("tcp exchange");
-            assert_eq!(n, 20_000);
-            assert_eq!(server.join().unwrap().unwrap(), 20_000);
-            assert_eq!(
-                udp_exchange(&ns_a, &ns_b, dst, port + 100, 10),
-                10,
-                "udp {a}->{b} v6={v6}"
-            );
-        }
-    }
-    let packets = cap.stop();
-    let member = |ip: Option<std::net::IpAddr>| {
-        ip.is_some_and(|ip| {
-            mesh.topo.nodes.iter().any(|n| {
-                n.pods
-                    .iter()
-                    .any(|p| ip == std::net::IpAddr::V4(p.ip4) || ip == std::net::IpAddr::V6(p.ip6))
-            })
-        })
-    };
-    let esp = packets.iter().filter(|p| p.kind == esp_kind).count();
-    assert!(
-        esp > 100,
-        "expected ESP on the underlay, saw {esp} of {}",
-        packets.len()
-    );
-    for p in &packets {
-        assert!(
-            !p.contains(MARKER),
-            "plaintext marker on the underlay: {p:?}"
-        );
-        if member(p.src) || member(p.dst) {
-            assert_eq!(p.kind, esp_kind, "member traffic not protected: {p:?}");
-        }
-    }
+    exchange_encrypted(mesh, esp_kind, 7000);
     for i in 0..2 {
         let out = mesh.metric(i, "meshsec_datapath_packets_out_total");
         let inn = mesh.metric(i, "meshsec_datapath_packets_in_total");

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::capture::Kind;
-use common::{MARKER, Mesh, ping, serial, tcp_bulk, tcp_echo_server, tcp_exchange, udp_exchange};
+use common::{Mesh, exchange_encrypted, serial, tcp_bulk, tcp_echo_server, tcp_exchange};
 
 /// The `/proc` task directories of node `node`'s worker threads.
 fn workers(mesh: &Mesh, node: usize) -> Vec<PathBuf> {
@@ -49,46 +48,6 @@ fn assert_workers_never_sleep(mesh: &Mesh, node: usize, expect: usize) {
     }
 }
 
-/// Pings, UDP and TCP request/response both ways, v4 and v6; the underlay
-/// must carry the member traffic only as ESP-in-UDP, never the marker.
-fn exchange_encrypted(mesh: &Mesh) {
-    let cap = mesh.capture("poll");
-    for v6 in [false, true] {
-        for (a, b) in [(0, 1), (1, 0)] {
-            let (ns_a, ns_b) = (mesh.pod_ns(a), mesh.pod_ns(b));
-            let dst = mesh.pod_ip(b, v6);
-            assert!(
-                ping(&ns_a, dst, 3, &["-p", "4d45534853454300"]),
-                "ping {a}->{b} v6={v6}\n{}",
-                mesh.log(a)
-            );
-            let port = 7600 + a as u16 * 10 + v6 as u16;
-            let server = tcp_echo_server(&ns_b, port);
-            let n = tcp_exchange(&ns_a, dst, port, 20, Duration::ZERO).expect("tcp exchange");
-            assert_eq!(n, 20_000);
-            assert_eq!(server.join().unwrap().unwrap(), 20_000);
-            assert_eq!(udp_exchange(&ns_a, &ns_b, dst, port + 100, 10), 10);
-        }
-    }
-    let packets = cap.stop();
-    let member = |ip: Option<IpAddr>| {
-        ip.is_some_and(|ip| {
-            (0..2).any(|n| ip == mesh.pod_ip(n, false) || ip == mesh.pod_ip(n, true))
-        })
-    };
-    let esp = packets.iter().filter(|p| p.kind == Kind::UdpEsp).count();
-    assert!(esp > 100, "ESP on the underlay: {esp} of {}", packets.len());
-    for p in &packets {
-        assert!(
-            !p.contains(MARKER),
-            "plaintext marker on the underlay: {p:?}"
-        );
-        if member(p.src) || member(p.dst) {
-            assert_eq!(p.kind, Kind::UdpEsp, "member traffic not protected: {p:?}");
-        }
-    }
-}
-
 #[test]
 fn always_polling_workers_carry_traffic_and_stop_on_sigterm() {
     let _s = serial();
@@ -97,7 +56,7 @@ fn always_polling_workers_carry_traffic_and_stop_on_sigterm() {
     for node in 0..2 {
         assert_workers_never_sleep(&mesh, node, 2);
     }
-    exchange_encrypted(&mesh);
+    exchange_encrypted(&mesh, Kind::UdpEsp, 7600);
     let total = 32 << 20;
     let got = tcp_bulk(
         &mesh.pod_ns(0),

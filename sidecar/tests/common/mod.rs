@@ -524,3 +524,57 @@ pub fn udp_first_reply(
     server.join().unwrap();
     got
 }
+
+/// Ping, TCP and UDP request/response between the two pods, both ways, v4
+/// and v6 (ports from `port_base`), under an underlay capture that must
+/// show member traffic only as `esp_kind` (over 100 packets of it) and
+/// never [`MARKER`].
+pub fn exchange_encrypted(mesh: &Mesh, esp_kind: capture::Kind, port_base: u16) {
+    let cap = mesh.capture("traffic");
+    for v6 in [false, true] {
+        for (a, b) in [(0, 1), (1, 0)] {
+            let (ns_a, ns_b) = (mesh.pod_ns(a), mesh.pod_ns(b));
+            let dst = mesh.pod_ip(b, v6);
+            assert!(
+                ping(&ns_a, dst, 3, &["-p", "4d45534853454300"]),
+                "ping {a}->{b} v6={v6}\n{}",
+                mesh.log(a)
+            );
+            let port = port_base + a as u16 * 10 + v6 as u16;
+            let server = tcp_echo_server(&ns_b, port);
+            let n = tcp_exchange(&ns_a, dst, port, 20, Duration::ZERO).expect("tcp exchange");
+            assert_eq!(n, 20_000);
+            assert_eq!(server.join().unwrap().unwrap(), 20_000);
+            assert_eq!(
+                udp_exchange(&ns_a, &ns_b, dst, port + 100, 10),
+                10,
+                "udp {a}->{b} v6={v6}"
+            );
+        }
+    }
+    let packets = cap.stop();
+    let member = |ip: Option<IpAddr>| {
+        ip.is_some_and(|ip| {
+            mesh.topo.nodes.iter().any(|n| {
+                n.pods
+                    .iter()
+                    .any(|p| ip == IpAddr::V4(p.ip4) || ip == IpAddr::V6(p.ip6))
+            })
+        })
+    };
+    let esp = packets.iter().filter(|p| p.kind == esp_kind).count();
+    assert!(
+        esp > 100,
+        "expected ESP on the underlay, saw {esp} of {}",
+        packets.len()
+    );
+    for p in &packets {
+        assert!(
+            !p.contains(MARKER),
+            "plaintext marker on the underlay: {p:?}"
+        );
+        if member(p.src) || member(p.dst) {
+            assert_eq!(p.kind, esp_kind, "member traffic not protected: {p:?}");
+        }
+    }
+}
