@@ -129,6 +129,9 @@ async fn wait_and_rekey(cfg: &Config, dp: &Datapath) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // After a stall (spinning workers can starve this thread) one check is
+    // enough; a burst of catch-up ticks would only repeat it.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),

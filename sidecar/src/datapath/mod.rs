@@ -21,7 +21,7 @@ mod vnet_read;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use meshsec_esp::key_schedule::KeyPair;
 use tracing::{error, warn};
@@ -55,13 +55,17 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Counters for packets no peer can be blamed for.
     pub unattributed: crate::metrics::Counters,
-    rekey_requested: AtomicBool,
+    /// SPI of the outbound SA that last asked to be replaced; 0 (a
+    /// reserved SPI) when none did.
+    rekey_requested: AtomicU32,
 }
 
 impl Shared {
-    /// Called by a worker when an outbound SA passed its soft limit.
-    pub fn request_rekey(&self) {
-        self.rekey_requested.store(true, Ordering::Relaxed);
+    /// Called by a worker when the outbound SA `spi` passed a limit. The
+    /// worker asks again with every packet it seals under that SA, so a
+    /// request overwritten by another is not lost.
+    pub fn request_rekey(&self, spi: u32) {
+        self.rekey_requested.store(spi, Ordering::Relaxed);
     }
 }
 
@@ -84,7 +88,7 @@ impl Datapath {
             peers,
             metrics,
             unattributed,
-            rekey_requested: AtomicBool::new(false),
+            rekey_requested: AtomicU32::new(0),
         };
         Ok(Self {
             shared: Arc::new(shared),
@@ -123,8 +127,15 @@ impl Datapath {
         Ok(n)
     }
 
+    /// Whether a worker asked to replace an outbound SA that is still
+    /// installed. A worker still sealing under the old SA in the moment
+    /// before it sees a rekey asks again; honouring that stale request
+    /// would replace the fresh SA before any packet used it.
     pub fn take_rekey_request(&self) -> bool {
-        self.shared.rekey_requested.swap(false, Ordering::Relaxed)
+        match self.shared.rekey_requested.swap(0, Ordering::Relaxed) {
+            0 => false,
+            spi => self.shared.peers.is_current_outbound(spi),
+        }
     }
 
     /// Installs fresh outbound SAs for all peers under `generation`.
@@ -132,5 +143,47 @@ impl Datapath {
         self.shared.peers.rekey_outbound(generation)?;
         self.shared.metrics.rekeys.inc();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datapath() -> Datapath {
+        let cfg: Config = serde_norway::from_str(
+            "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\n\
+             privateKeyFile: /k\npskFile: /p\npeers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  \
+             podCidrs: [10.244.2.0/24]\n  publicKey: \
+             8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a\n",
+        )
+        .unwrap();
+        let keypair = KeyPair::from_secret_bytes([7; 32]);
+        let psk = Psk(zeroize::Zeroizing::new([9; 32]));
+        Datapath::new(&cfg, keypair, psk, 0, Arc::new(Metrics::new())).unwrap()
+    }
+
+    fn outbound_spi(dp: &Datapath) -> u32 {
+        dp.shared.peers.peers[0].outbound().1.spi()
+    }
+
+    #[test]
+    fn test_rekey_request_is_honoured_once_and_only_for_the_installed_sa() {
+        let dp = datapath();
+        assert!(!dp.take_rekey_request(), "nothing asked yet");
+        let old = outbound_spi(&dp);
+        dp.shared.request_rekey(old);
+        assert!(dp.take_rekey_request());
+        assert!(!dp.take_rekey_request(), "a request is taken once");
+
+        dp.rekey(1).unwrap();
+        let new = outbound_spi(&dp);
+        assert_ne!(new, old);
+        // A worker that sealed under the old SA just before it saw the
+        // rekey: no second rekey for it.
+        dp.shared.request_rekey(old);
+        assert!(!dp.take_rekey_request(), "stale request honoured");
+        dp.shared.request_rekey(new);
+        assert!(dp.take_rekey_request());
     }
 }

@@ -212,6 +212,11 @@ impl PeerTable {
         Ok(out)
     }
 
+    /// Whether `spi` is a peer's installed outbound SA.
+    pub fn is_current_outbound(&self, spi: u32) -> bool {
+        self.peers.iter().any(|p| p.outbound().1.spi() == spi)
+    }
+
     /// Replaces every outbound SA with one under `generation`.
     pub fn rekey_outbound(&self, generation: u32) -> Result<(), KeyingError> {
         for p in &self.peers {

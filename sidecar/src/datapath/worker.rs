@@ -496,7 +496,7 @@ impl Worker {
         match sa.seal_tallied(buf, pkt, self.seal_bytes.for_peer(peer.index)) {
             Ok(sealed) => {
                 if sa.needs_rekey() {
-                    shared.request_rekey();
+                    shared.request_rekey(sa.spi());
                 }
                 self.tally.add_out(len);
                 if let Some(t) = self.peer_tally.get(peer.index) {
@@ -506,7 +506,7 @@ impl Worker {
             }
             Err(e) => {
                 tracing::debug!(peer = peer.node_id, error = %e, "seal failed");
-                shared.request_rekey();
+                shared.request_rekey(sa.spi());
                 drop_as(&peer.counters, shared, DropReason::SealFailed)
             }
         }
