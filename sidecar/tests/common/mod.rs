@@ -578,3 +578,27 @@ pub fn exchange_encrypted(mesh: &Mesh, esp_kind: capture::Kind, port_base: u16) 
         }
     }
 }
+
+/// Asserts that every outbound generation node 0 has installed reached
+/// node 1, which derives one inbound SA per generation it sees.
+///
+/// A rekey is installed asynchronously (the daemon's 100 ms tick), so the
+/// last one can land after a stream's final packet; a few pings afterwards
+/// put the newest generation on the wire before the count.
+pub fn assert_each_generation_reached_peer(mesh: &Mesh) {
+    let rekeys = mesh.metric(0, "meshsec_rekeys_total");
+    assert!(
+        ping(&mesh.pod_ns(0), mesh.pod_ip(1, false), 3, &[]),
+        "ping after rekeys\n{}",
+        mesh.log(0)
+    );
+    let derived = mesh.log(1).matches("inbound SA derived").count() as u64;
+    eprintln!("{rekeys} rekeys, {derived} inbound SAs derived by the peer");
+    // The initial generation plus one per rekey (a further rekey started
+    // by the pings only adds to `derived`).
+    assert!(
+        derived > rekeys,
+        "peer derived {derived} SAs for {rekeys} rekeys: new keys not used\n{}",
+        mesh.log(1)
+    );
+}
