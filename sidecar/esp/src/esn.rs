@@ -7,6 +7,7 @@
 
 /// Returns the 64-bit sequence number for a received low half, or `None`
 /// when it would fall below sequence 0 (before the SA's first packet).
+#[inline(always)]
 pub(crate) fn infer(top: u64, window: u32, seq_low: u32) -> Option<u64> {
     let tl = top as u32;
     let th = (top >> 32) as u32;

@@ -105,6 +105,7 @@ impl ReplayWindow {
 
     /// Infers the 64-bit sequence number from its low half and checks it
     /// against the window, without changing anything or locking.
+    #[inline(always)]
     pub fn check(&self, seq_low: u32) -> Result<u64, ReplayError> {
         let top = self.top.load(Ordering::Acquire);
         let seq = esn::infer(top, self.window, seq_low).ok_or(ReplayError::TooOld)?;
@@ -114,12 +115,15 @@ impl ReplayWindow {
 
     /// Records an authenticated sequence number; fails if another thread
     /// accepted it meanwhile or the window moved past it.
+    #[inline]
     pub fn accept(&self, seq: u64) -> Result<(), ReplayError> {
         let _g = self.lock();
         self.accept_locked(seq)
     }
 
-    /// [`Self::accept`] with the writer lock held.
+    /// [`Self::accept`] with the writer lock held. Inlined into `open`:
+    /// a call there spilled and reloaded the registers live across it.
+    #[inline(always)]
     fn accept_locked(&self, seq: u64) -> Result<(), ReplayError> {
         let top = self.top.load(Ordering::Relaxed);
         self.check_against(top, seq)?;
@@ -172,6 +176,7 @@ impl ReplayWindow {
         WriterGuard(&self.writer)
     }
 
+    #[inline(always)]
     fn slot(&self, seq: u64) -> (usize, u64) {
         (
             ((seq / BLOCK_BITS) & self.block_mask) as usize,
@@ -179,6 +184,7 @@ impl ReplayWindow {
         )
     }
 
+    #[inline(always)]
     fn check_against(&self, top: u64, seq: u64) -> Result<(), ReplayError> {
         if seq == 0 {
             return Err(ReplayError::TooOld);
@@ -198,6 +204,7 @@ impl ReplayWindow {
 
     /// Clears the blocks the window moves into when the top goes from
     /// `top` to `seq` (at most all of them).
+    #[inline(always)]
     fn clear_blocks_after(&self, top: u64, seq: u64) {
         let old_block = top / BLOCK_BITS;
         let new_block = seq / BLOCK_BITS;

@@ -25,6 +25,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Wraps a buffer and checks [`Self::check_len`].
+    #[inline]
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let p = Self::new_unchecked(buffer);
         p.check_len()?;
@@ -32,6 +33,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Checks the header and that the length field fits the buffer.
+    #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         let b = self.buffer.as_ref();
         if b.len() < HEADER_LEN {
@@ -59,6 +61,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Length field (header + payload).
     #[allow(clippy::len_without_is_empty)]
+    #[inline(always)]
     pub fn len(&self) -> u16 {
         be16(self.buffer.as_ref(), field::LENGTH)
     }
@@ -69,6 +72,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Payload within the length field.
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
