@@ -28,6 +28,17 @@ fn be96(hi32: u32, lo64: u64) -> [u8; 12] {
     n
 }
 
+/// `a || b || c` as 12 bytes, written as 8 + 4 bytes like [`be96`], from
+/// bytes already in wire order: no byte swaps.
+#[inline(always)]
+fn cat96(a: [u8; 4], b: [u8; 4], c: [u8; 4]) -> [u8; 12] {
+    let head = u64::from(u32::from_le_bytes(a)) | (u64::from(u32::from_le_bytes(b)) << 32);
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&head.to_le_bytes());
+    n[8..].copy_from_slice(&c);
+    n
+}
+
 /// Nonce = salt || IV (RFC 4106 §4). We send IV = the 64-bit sequence
 /// number, which never repeats within an SA.
 fn nonce(salt: &[u8; SALT_LEN], iv: u64) -> [u8; NONCE_LEN] {
@@ -127,6 +138,7 @@ impl SaCrypto {
         esp: usize,
         ct_end: usize,
         seq: u64,
+        iv: [u8; IV_LEN],
     ) -> Result<(), CryptoError> {
         open(
             self.aead.as_ref(),
@@ -137,6 +149,7 @@ impl SaCrypto {
             ct_end,
             self.spi,
             seq,
+            iv,
         )
     }
 }
@@ -176,8 +189,9 @@ fn seal(
 
 /// Verifies the ICV at `ct_end` and decrypts `buf[esp + 16 .. ct_end]` in
 /// place, for the 64-bit sequence number `seq` inferred by the caller. The
-/// nonce uses the IV from the packet, as RFC 4106 §3.1 prescribes (other
-/// senders may use a counter or random IV unrelated to the sequence number).
+/// nonce uses `iv`, the packet's IV (read by the caller from its checked
+/// view), as RFC 4106 §3.1 prescribes (other senders may use a counter or
+/// random IV unrelated to the sequence number).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn open(
@@ -189,10 +203,10 @@ fn open(
     ct_end: usize,
     spi: u32,
     seq: u64,
+    iv: [u8; IV_LEN],
 ) -> Result<(), CryptoError> {
-    let mut iv = [0u8; IV_LEN];
-    iv.copy_from_slice(&buf[esp + ESP_HEADER_LEN..esp + ESP_HEADER_LEN + IV_LEN]);
-    let n = nonce(salt, u64::from_be_bytes(iv));
+    let [a, b, c, d, e, f, g, h] = iv;
+    let n = cat96(*salt, [a, b, c, d], [e, f, g, h]);
     if cipher.encrypts() {
         let aad = gcm_aad(spi, seq);
         aead.open_in_place(

@@ -214,9 +214,10 @@ impl InboundSa {
             return Err(OpenError::UnknownSpi);
         }
         let seq = self.replay.check(esp.seq_low()).map_err(replay_error)?;
+        let iv = esp.iv();
         let ct_end = loc.end - ICV_LEN;
         self.crypto
-            .open(buf, loc.esp_at, ct_end, seq)
+            .open(buf, loc.esp_at, ct_end, seq, iv)
             .map_err(|_| OpenError::AuthFailed)?;
         let payload_at = loc.esp_at + ESP_HEADER_LEN + IV_LEN;
         let (payload_end, next_header) = strip_trailer(buf, payload_at, ct_end)?;
