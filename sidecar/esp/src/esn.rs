@@ -6,9 +6,23 @@
 //! the AAD), so a guess is never trusted without authentication.
 
 /// Returns the 64-bit sequence number for a received low half, or `None`
-/// when it would fall below sequence 0 (before the SA's first packet).
+/// when it would fall below sequence 0 (before the SA's first packet) or
+/// is a late packet.
+///
+/// Late: RFC 4303 A2.2 puts a low half left of the window into the next
+/// 2^32 subspace, where a packet late by more than the window then fails
+/// its ICV and counts as forged. We take that guess only when it lands at
+/// most 2^31 ahead (a wrap); farther, the nearer reading is that the
+/// packet is late (a sender that far ahead would mean 2^31 packets lost in
+/// a row), and it is refused before the AEAD runs. Likewise just after a
+/// wrap (Case B), for a low half more than 2^31 ahead within the new
+/// subspace, unless nothing was authenticated yet (`top` 0: a fresh or
+/// restarted receiver takes any first number). Both branches are off the
+/// in-order path; a low half far ahead within the same subspace in Case A
+/// is still taken as ahead (late by over 2^31 packets is not a case).
 #[inline(always)]
 pub(crate) fn infer(top: u64, window: u32, seq_low: u32) -> Option<u64> {
+    const HALF: u32 = 1 << 31;
     let tl = top as u32;
     let th = (top >> 32) as u32;
     let w = window;
@@ -16,6 +30,8 @@ pub(crate) fn infer(top: u64, window: u32, seq_low: u32) -> Option<u64> {
         // Case A: the window lies within one 2^32 subspace.
         if seq_low >= tl - (w - 1) {
             th
+        } else if tl - seq_low < HALF {
+            return None;
         } else {
             th.checked_add(1)?
         }
@@ -23,6 +39,8 @@ pub(crate) fn infer(top: u64, window: u32, seq_low: u32) -> Option<u64> {
         // Case B: the window spans two subspaces.
         if seq_low >= tl.wrapping_sub(w - 1) {
             th.checked_sub(1)?
+        } else if top != 0 && seq_low > tl && seq_low - tl > HALF {
+            return None;
         } else {
             th
         }
@@ -49,6 +67,21 @@ mod tests {
             Some(u64::from(u32::MAX - 10))
         );
         assert_eq!(infer(top, 64, 7), Some((1u64 << 32) + 7));
+    }
+
+    #[test]
+    fn late_is_not_a_wrap() {
+        // 1e6 behind reads as late, not as 2^32 - 1e6 ahead.
+        assert_eq!(infer(1_000_000, 64, 5), None);
+        // Exactly 2^31 ahead across the boundary is still a wrap.
+        let top = (1u64 << 32) + (1 << 31);
+        assert_eq!(infer(top, 64, 0), Some(2u64 << 32));
+        assert_eq!(infer(top, 64, 1), None);
+        // Case B: just after a wrap, 3e9 ahead in the subspace is late...
+        let top = (1u64 << 32) + 100;
+        assert_eq!(infer(top, 8192, 3_000_000_000), None);
+        // ...but a fresh window takes it.
+        assert_eq!(infer(0, 8192, 3_000_000_000), Some(3_000_000_000));
     }
 
     #[test]

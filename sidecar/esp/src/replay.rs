@@ -105,6 +105,9 @@ impl ReplayWindow {
 
     /// Infers the 64-bit sequence number from its low half and checks it
     /// against the window, without changing anything or locking.
+    ///
+    /// A packet late by more than the window is too old here, not a
+    /// forgery (see [`esn::infer`]).
     #[inline(always)]
     pub fn check(&self, seq_low: u32) -> Result<u64, ReplayError> {
         let top = self.top.load(Ordering::Acquire);
@@ -265,6 +268,27 @@ mod tests {
         assert_eq!(offer(&w, 37), Ok(()));
         assert_eq!(offer(&w, 36), Err(ReplayError::TooOld));
         assert_eq!(offer(&w, 37), Err(ReplayError::Replayed));
+    }
+
+    #[test]
+    fn late_beyond_the_window_is_too_old_not_a_wrap() {
+        let w = ReplayWindow::new(64).unwrap();
+        w.expect_next(1_000_001);
+        // RFC 4303 A2.2 would guess 2^32 + 5: 4.29e9 ahead.
+        assert_eq!(w.check(5), Err(ReplayError::TooOld));
+        assert_eq!(w.check(1_000_001 - 200), Err(ReplayError::TooOld));
+        assert_eq!(w.check(1_000_001), Ok(1_000_001));
+        // A real wrap stays a wrap: 13 ahead across 2^32.
+        w.expect_next((1 << 32) - 10);
+        assert_eq!(w.check(3), Ok((1 << 32) + 3));
+        // Far ahead within the subspace is taken as ahead (the ICV decides).
+        w.expect_next(1 << 20);
+        let far = (1u64 << 20) + (3 << 30);
+        assert_eq!(w.check(far as u32), Ok(far));
+        // A fresh window takes any first number (a restarted receiver
+        // meeting a sender that went on).
+        let fresh = ReplayWindow::new(64).unwrap();
+        assert_eq!(fresh.check(3_000_000_000), Ok(3_000_000_000));
     }
 
     #[test]
