@@ -151,16 +151,16 @@ mod tests {
     use super::*;
 
     fn datapath() -> Datapath {
-        let cfg: Config = serde_norway::from_str(
-            "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\n\
-             privateKeyFile: /k\npskFile: /p\npeers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  \
-             podCidrs: [10.244.2.0/24]\n  publicKey: \
-             8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a\n",
-        )
-        .unwrap();
-        let keypair = KeyPair::from_secret_bytes([7; 32]);
-        let psk = Psk(zeroize::Zeroizing::new([9; 32]));
-        Datapath::new(&cfg, keypair, psk, 0, Arc::new(Metrics::new())).unwrap()
+        let metrics = Arc::new(Metrics::new());
+        let shared = Shared {
+            peers: peers::test_table(),
+            unattributed: metrics.peer("none"),
+            metrics,
+            rekey_requested: AtomicU32::new(0),
+        };
+        Datapath {
+            shared: Arc::new(shared),
+        }
     }
 
     fn outbound_spi(dp: &Datapath) -> u32 {

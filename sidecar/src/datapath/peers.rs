@@ -229,6 +229,21 @@ impl PeerTable {
     }
 }
 
+/// A one-peer table under generation 0, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_table() -> PeerTable {
+    let cfg: Config = serde_norway::from_str(
+        "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\n\
+         privateKeyFile: /k\npskFile: /p\npeers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  \
+         podCidrs: [10.244.2.0/24]\n  publicKey: \
+         8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a\n",
+    )
+    .expect("test config");
+    let keypair = KeyPair::from_secret_bytes([7; 32]);
+    let psk = Psk(zeroize::Zeroizing::new([9; 32]));
+    PeerTable::new(&cfg, keypair, psk, 0, &Metrics::new()).expect("test table")
+}
+
 /// The peer index of `node` in `by_node` (sorted by node id).
 fn peer_index(by_node: &[(u32, usize)], node: u32) -> Option<usize> {
     let at = by_node.binary_search_by_key(&node, |&(n, _)| n).ok()?;

@@ -90,3 +90,22 @@ impl SaCache {
         self.inbound.iter_mut().for_each(|c| *c = None);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::peers::test_table;
+
+    #[test]
+    fn test_outbound_follows_a_rekey_on_the_next_packet() {
+        let table = test_table();
+        let peer = &table.peers[0];
+        let mut cache = SaCache::new(table.peers.len());
+        let first = cache.outbound(peer).map(OutboundSa::spi);
+        assert_eq!(cache.outbound(peer).map(OutboundSa::spi), first);
+        table.rekey_outbound(1).unwrap();
+        let second = cache.outbound(peer).map(OutboundSa::spi).unwrap();
+        assert_ne!(Some(second), first, "a cached SA outlived its rekey");
+        assert!(table.is_current_outbound(second));
+    }
+}

@@ -301,6 +301,22 @@ pub fn tcp_exchange(
     rounds: usize,
     pause: Duration,
 ) -> std::io::Result<u64> {
+    let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tcp_exchange_until(ns, dst, port, rounds, pause, never)
+        .join()
+        .unwrap()
+}
+
+/// [`tcp_exchange`] in the background, ending early once `stop` is set
+/// (checked between messages, so the stream never pauses for it).
+pub fn tcp_exchange_until(
+    ns: &str,
+    dst: IpAddr,
+    port: u16,
+    max_rounds: usize,
+    pause: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<std::io::Result<u64>> {
     netns::in_ns(ns, move || {
         let mut s =
             TcpStream::connect_timeout(&SocketAddr::new(dst, port), Duration::from_secs(5))?;
@@ -309,7 +325,10 @@ pub fn tcp_exchange(
         msg.resize(1000, b'.');
         let mut back = vec![0u8; msg.len()];
         let mut total = 0;
-        for _ in 0..rounds {
+        for _ in 0..max_rounds {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             s.write_all(&msg)?;
             s.read_exact(&mut back)?;
             if back != msg {
@@ -320,8 +339,6 @@ pub fn tcp_exchange(
         }
         Ok(total)
     })
-    .join()
-    .unwrap()
 }
 
 /// Sends `bytes` over TCP from `ns` to an echo-less sink; returns when the
