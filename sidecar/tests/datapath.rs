@@ -5,12 +5,14 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::capture::Kind;
 use common::{
     Mesh, assert_each_generation_reached_peer, exchange_encrypted, serial, tcp_echo_server,
-    tcp_exchange,
+    tcp_exchange_until,
 };
 
 /// Traffic both ways, v4 and v6, ping/TCP/UDP, seen only as `esp_kind`
@@ -129,11 +131,25 @@ fn rekeys_before_the_packet_limit_without_disturbing_traffic() {
     let (ns0, ns1) = (mesh.pod_ns(0), mesh.pod_ns(1));
     let server = tcp_echo_server(&ns1, 7500);
     let dst = mesh.pod_ip(1, false);
-    // ~2000 packets each way over ~3 s: several soft limits are crossed.
-    let n = tcp_exchange(&ns0, dst, 7500, 1000, Duration::from_millis(3))
-        .expect("stream across rekeys");
-    assert_eq!(n, 1_000_000);
-    assert_eq!(server.join().unwrap().unwrap(), 1_000_000);
+    // At least ~2000 packets each way over ~3 s, crossing several soft
+    // limits, and on until 2 rekeys happened (each waits for an fsync,
+    // seconds right after a build; bounded at 60 s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let pause = Duration::from_millis(3);
+    let client = tcp_exchange_until(&ns0, dst, 7500, 20_000, pause, stop.clone());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3)
+        || (mesh.metric(0, "meshsec_rekeys_total") < 2 && start.elapsed() < Duration::from_secs(60))
+    {
+        if client.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let n = client.join().unwrap().expect("stream across rekeys");
+    assert!(n >= 100_000, "{n} bytes echoed");
+    assert_eq!(server.join().unwrap().unwrap(), n);
     // Let a rekey the stream's last packets asked for finish (100 ms tick),
     // so the counter and the persisted generation are read at rest.
     std::thread::sleep(Duration::from_millis(250));
