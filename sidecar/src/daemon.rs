@@ -138,18 +138,27 @@ async fn wait_and_rekey(cfg: &Config, dp: &Datapath) -> anyhow::Result<()> {
             _ = int.recv() => return Ok(()),
             _ = tick.tick() => {
                 if dp.take_rekey_request() {
-                    // A failed rekey is retried on the next request; until
-                    // then the current SAs keep sealing (the soft limit is
-                    // far below the hard one, where seal refuses).
-                    match generation::next(&cfg.state_file, cfg.generation)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|g| dp.rekey(g).map(|()| g).map_err(anyhow::Error::from))
-                    {
-                        Ok(generation) => info!(generation, "rekeyed outbound SAs"),
-                        Err(e) => warn!(error = %e, "rekey failed"),
-                    }
+                    rekey(cfg, dp).await;
                 }
             }
         }
+    }
+}
+
+/// Persists the next generation, then installs SAs under it. The fsync
+/// runs off this single-threaded runtime: it took seconds under I/O load,
+/// and `/healthz` and `/metrics` are served here. A failed rekey is
+/// retried on the next request; until then the current SAs keep sealing
+/// (the soft limit is far below the hard one, where seal refuses).
+async fn rekey(cfg: &Config, dp: &Datapath) {
+    let (path, base) = (cfg.state_file.clone(), cfg.generation);
+    let persisted = tokio::task::spawn_blocking(move || generation::next(&path, base)).await;
+    let installed = persisted
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .and_then(|g| dp.rekey(g).map(|()| g).map_err(anyhow::Error::from));
+    match installed {
+        Ok(generation) => info!(generation, "rekeyed outbound SAs"),
+        Err(e) => warn!(error = %e, "rekey failed"),
     }
 }
