@@ -40,9 +40,9 @@ impl fmt::Debug for InboundSa {
 /// Where the parts of a received ESP packet are.
 struct Located {
     ip: IpLayout,
-    /// Absolute offset of the ESP header.
+    /// Offset of the ESP header in the packet.
     esp_at: usize,
-    /// Absolute end of the IP packet (per its length field).
+    /// End of the IP packet (per its length field).
     end: usize,
 }
 
@@ -190,25 +190,23 @@ impl InboundSa {
         buf: &mut [u8],
         pkt: Range<usize>,
     ) -> Result<(Range<usize>, u64), OpenError> {
-        let packet = buf.get(pkt.clone()).ok_or(OpenError::Truncated)?;
-        match IpLayout::plain_ipv4(packet) {
-            Some(ip) => self.open_parsed(buf, pkt, ip),
+        let packet = buf.get_mut(pkt.clone()).ok_or(OpenError::Truncated)?;
+        let (plain, seq) = match IpLayout::plain_ipv4(packet) {
+            Some(ip) => self.open_parsed(packet, ip),
             None => {
                 let ip = IpLayout::parse(packet)?;
-                self.open_parsed(buf, pkt, ip)
+                self.open_parsed(packet, ip)
             }
-        }
+        }?;
+        Ok((pkt.start + plain.start..pkt.start + plain.end, seq))
     }
 
-    /// [`Self::open_unaccepted`] once the IP header is parsed.
+    /// [`Self::open_unaccepted`] once the IP header is parsed, on the
+    /// packet alone: its offsets are then constants for a constant layout,
+    /// and so are most bounds checks.
     #[inline(always)]
-    fn open_parsed(
-        &self,
-        buf: &mut [u8],
-        pkt: Range<usize>,
-        ip: IpLayout,
-    ) -> Result<(Range<usize>, u64), OpenError> {
-        let loc = self.locate(buf, pkt.clone(), ip)?;
+    fn open_parsed(&self, buf: &mut [u8], ip: IpLayout) -> Result<(Range<usize>, u64), OpenError> {
+        let loc = self.locate(buf, ip)?;
         let esp = esp::Packet::new_checked(&buf[loc.esp_at..loc.end])?;
         if esp.spi() != self.spi {
             return Err(OpenError::UnknownSpi);
@@ -222,14 +220,9 @@ impl InboundSa {
         let payload_at = loc.esp_at + ESP_HEADER_LEN + IV_LEN;
         let (payload_end, next_header) = strip_trailer(buf, payload_at, ct_end)?;
         let plain = match self.mode {
-            Mode::Transport => restore_transport(
-                buf,
-                pkt.start,
-                &loc.ip,
-                payload_at,
-                payload_end,
-                next_header,
-            ),
+            Mode::Transport => {
+                restore_transport(buf, &loc.ip, payload_at, payload_end, next_header)
+            }
             Mode::Tunnel => inner_packet(buf, payload_at, payload_end, next_header),
         }?;
         Ok((plain, seq))
@@ -237,9 +230,9 @@ impl InboundSa {
 
     /// Finds the ESP header behind the IP (and UDP) header.
     #[inline(always)]
-    fn locate(&self, buf: &[u8], pkt: Range<usize>, ip: IpLayout) -> Result<Located, OpenError> {
-        let upper = pkt.start + ip.upper_offset;
-        let end = pkt.start + ip.total_len;
+    fn locate(&self, buf: &[u8], ip: IpLayout) -> Result<Located, OpenError> {
+        let upper = ip.upper_offset;
+        let end = ip.total_len;
         let esp_at = match (ip.protocol, self.encap) {
             (ip_proto::ESP, Encap::None) => upper,
             (ip_proto::UDP, Encap::Udp { .. }) => {
@@ -312,8 +305,7 @@ fn padding_ok(buf: &[u8], start: usize, end: usize, pad: usize) -> bool {
 /// the original protocol back.
 #[inline(always)]
 fn restore_transport(
-    buf: &mut [u8],
-    start: usize,
+    packet: &mut [u8],
     ip: &IpLayout,
     payload_at: usize,
     payload_end: usize,
@@ -321,8 +313,8 @@ fn restore_transport(
 ) -> Result<Range<usize>, OpenError> {
     let new_start = payload_at - ip.upper_offset;
     move_transport_header(
-        buf,
-        start,
+        packet,
+        0,
         new_start,
         ip,
         next_header,
