@@ -1,10 +1,11 @@
-//! Instructions `InboundSa::open` executes beyond the bare AEAD call, per
-//! packet: deterministic where the paired timing bench moves by ±3 points
+//! Instructions `InboundSa::open` and `OutboundSa::seal` execute beyond
+//! the bare AEAD call, per packet: deterministic where the paired timing bench moves by ±3 points
 //! on a shared VM. Run under callgrind (`e2e/bench/esp-open-instructions`
 //! does, and prints the figure):
 //!
 //! `valgrind --tool=callgrind --toggle-collect='*open_all*'
-//!  --toggle-collect='*bare_all*' <this example> [packets] [size]`
+//!  --toggle-collect='*bare_all*' --toggle-collect='*seal_all*'
+//!  <this example> [packets] [size]` (`bare_seal_all` matches `*seal_all*`)
 //!
 //! Both loops open the same packets (IPv4, UDP-encapsulated transport
 //! mode, AES-128-GCM, sealed by the SA) with the paired bench's SAs and
@@ -16,7 +17,7 @@
 use std::hint::black_box;
 use std::ops::Range;
 
-use meshsec_esp::{Backend, Cipher, HEADROOM, InboundSa};
+use meshsec_esp::{Backend, Cipher, HEADROOM, InboundSa, OutboundSa};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -37,6 +38,23 @@ fn bare_all(bare: &Bare, bufs: &mut [Vec<u8>], r: &Range<usize>) {
     }
 }
 
+#[inline(never)]
+fn seal_all(sa: &OutboundSa, bufs: &mut [Vec<u8>], r: &Range<usize>) -> Range<usize> {
+    let mut sealed = 0..0;
+    for b in bufs {
+        sealed = black_box(sa.seal(b, r.clone()).unwrap());
+    }
+    sealed
+}
+
+#[inline(never)]
+fn bare_seal_all(bare: &Bare, bufs: &mut [Vec<u8>], size: usize) {
+    for (seq, f) in bufs.iter_mut().enumerate() {
+        bare.seal(f, size, seq as u64 + 1);
+        black_box(&f);
+    }
+}
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -47,16 +65,13 @@ fn main() {
     let backend = *Backend::ALL.last().unwrap();
     let cipher = Cipher::Aes128Gcm;
     let (out, inb) = sas(backend, cipher);
+    let bare = Bare::new(backend, cipher);
     let template = frame(size);
-    let mut sealed = Vec::with_capacity(packets);
-    let mut range = 0..0;
-    for _ in 0..packets {
-        let mut f = template.clone();
-        range = out.seal(&mut f, HEADROOM..HEADROOM + size).unwrap();
-        sealed.push(f);
-    }
+    let mut sealed = vec![template.clone(); packets];
+    bare_seal_all(&bare, &mut sealed.clone(), size);
+    let range = seal_all(&out, &mut sealed, &(HEADROOM..HEADROOM + size));
     let mut for_bare = sealed.clone();
-    bare_all(&Bare::new(backend, cipher), &mut for_bare, &range);
+    bare_all(&bare, &mut for_bare, &range);
     open_all(&inb, &mut sealed, &range);
-    println!("backend {backend:?}, {packets} packets of {size} B opened twice");
+    println!("backend {backend:?}, {packets} packets of {size} B sealed and opened twice");
 }
