@@ -133,7 +133,7 @@ fn rekeys_before_the_packet_limit_without_disturbing_traffic() {
     let dst = mesh.pod_ip(1, false);
     // At least ~2000 packets each way over ~3 s, crossing several soft
     // limits, and on until 2 rekeys happened (each waits for an fsync,
-    // seconds right after a build; bounded at 60 s).
+    // which can be slow under I/O load; bounded at 60 s).
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Duration::from_millis(3);
     let client = tcp_exchange_until(&ns0, dst, 7500, 20_000, pause, stop.clone());

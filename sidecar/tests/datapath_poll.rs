@@ -110,8 +110,8 @@ fn always_polling_worker_seals_under_each_new_key() {
     // One connection, back to back, so the worker never idles long enough
     // to drop its cache, until 3 rekeys happened (or 200,000 messages).
     // How long that takes is not ours to say: the daemon installs at most
-    // one generation per 100 ms tick, each persisted with an fsync first,
-    // which took 2.5 s right after CI's build.
+    // one generation per 100 ms tick, each persisted with an fsync first;
+    // CI once showed 2.5 s between two rekeys right after its build.
     let stop = Arc::new(AtomicBool::new(false));
     let client = tcp_exchange_until(&ns0, dst, 7800, 200_000, Duration::ZERO, stop.clone());
     let deadline = Instant::now() + Duration::from_secs(60);
