@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::capture::Kind;
 use common::{
-    Mesh, assert_each_generation_reached_peer, exchange_encrypted, serial, tcp_echo_server,
-    tcp_exchange_until,
+    Mesh, assert_each_generation_reached_peer, echo_until_rekeys, exchange_encrypted, serial,
 };
 
 /// Traffic both ways, v4 and v6, ping/TCP/UDP, seen only as `esp_kind`
@@ -128,28 +125,11 @@ fn tunnel_raw_esp() {
 fn rekeys_before_the_packet_limit_without_disturbing_traffic() {
     let _s = serial();
     let mesh = Mesh::new("  rekeyAfterPackets: 300\n");
-    let (ns0, ns1) = (mesh.pod_ns(0), mesh.pod_ns(1));
-    let server = tcp_echo_server(&ns1, 7500);
-    let dst = mesh.pod_ip(1, false);
     // At least ~2000 packets each way over ~3 s, crossing several soft
-    // limits, and on until 2 rekeys happened (each waits for an fsync,
-    // which can be slow under I/O load; bounded at 60 s).
-    let stop = Arc::new(AtomicBool::new(false));
+    // limits, and on until 2 rekeys happened.
     let pause = Duration::from_millis(3);
-    let client = tcp_exchange_until(&ns0, dst, 7500, 20_000, pause, stop.clone());
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3)
-        || (mesh.metric(0, "meshsec_rekeys_total") < 2 && start.elapsed() < Duration::from_secs(60))
-    {
-        if client.is_finished() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    stop.store(true, Ordering::Relaxed);
-    let n = client.join().unwrap().expect("stream across rekeys");
+    let n = echo_until_rekeys(&mesh, 7500, pause, 20_000, Duration::from_secs(3), 2);
     assert!(n >= 100_000, "{n} bytes echoed");
-    assert_eq!(server.join().unwrap().unwrap(), n);
     // Let a rekey the stream's last packets asked for finish (100 ms tick),
     // so the counter and the persisted generation are read at rest.
     std::thread::sleep(Duration::from_millis(250));

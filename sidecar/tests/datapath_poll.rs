@@ -8,14 +8,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::capture::Kind;
 use common::{
-    Mesh, assert_each_generation_reached_peer, exchange_encrypted, serial, tcp_bulk,
-    tcp_echo_server, tcp_exchange_until,
+    Mesh, assert_each_generation_reached_peer, echo_until_rekeys, exchange_encrypted, serial,
+    tcp_bulk,
 };
 
 /// The `/proc` task directories of node `node`'s worker threads.
@@ -104,25 +102,10 @@ fn always_polling_worker_seals_under_each_new_key() {
     let _s = serial();
     let mesh = Mesh::new("  rekeyAfterPackets: 300\ndatapath:\n  busyPoll: always\n  queues: 1\n");
     assert_workers_never_sleep(&mesh, 0, 1);
-    let (ns0, ns1) = (mesh.pod_ns(0), mesh.pod_ns(1));
-    let server = tcp_echo_server(&ns1, 7800);
-    let dst = mesh.pod_ip(1, false);
     // One connection, back to back, so the worker never idles long enough
-    // to drop its cache, until 3 rekeys happened (or 200,000 messages).
-    // How long that takes is not ours to say: the daemon installs at most
-    // one generation per 100 ms tick, each persisted with an fsync first;
-    // CI once showed 2.5 s between two rekeys right after its build.
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = tcp_exchange_until(&ns0, dst, 7800, 200_000, Duration::ZERO, stop.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut rekeys = 0;
-    while rekeys < 3 && !client.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-        rekeys = mesh.metric(0, "meshsec_rekeys_total");
-    }
-    stop.store(true, Ordering::Relaxed);
-    let n = client.join().unwrap().expect("stream across rekeys");
-    assert_eq!(server.join().unwrap().unwrap(), n);
+    // to drop its cache, until 3 rekeys happened (CI once showed 2.5 s
+    // between two rekeys right after its build).
+    let n = echo_until_rekeys(&mesh, 7800, Duration::ZERO, 200_000, Duration::ZERO, 3);
     let rekeys = mesh.metric(0, "meshsec_rekeys_total");
     eprintln!("{n} bytes echoed, {rekeys} rekeys");
     assert!(rekeys >= 3, "rekeys: {rekeys}\n{}", mesh.log(0));

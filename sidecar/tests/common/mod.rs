@@ -596,6 +596,37 @@ pub fn exchange_encrypted(mesh: &Mesh, esp_kind: capture::Kind, port_base: u16) 
     }
 }
 
+/// A TCP echo stream from pod 0 to pod 1 on `port`, one connection with
+/// `pause` between messages, for at least `min` and then until node 0 has
+/// counted `rekeys` rekeys; bounded by `max_rounds` messages and 60 s (how
+/// long rekeys take is not the test's to say: each waits for the daemon's
+/// 100 ms tick and an fsync). Returns the bytes echoed, which the server
+/// must have seen too.
+pub fn echo_until_rekeys(
+    mesh: &Mesh,
+    port: u16,
+    pause: Duration,
+    max_rounds: usize,
+    min: Duration,
+    rekeys: u64,
+) -> u64 {
+    let server = tcp_echo_server(&mesh.pod_ns(1), port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dst = mesh.pod_ip(1, false);
+    let client = tcp_exchange_until(&mesh.pod_ns(0), dst, port, max_rounds, pause, stop.clone());
+    let start = Instant::now();
+    while !client.is_finished()
+        && start.elapsed() < Duration::from_secs(60)
+        && (start.elapsed() < min || mesh.metric(0, "meshsec_rekeys_total") < rekeys)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = client.join().unwrap().expect("stream across rekeys");
+    assert_eq!(server.join().unwrap().unwrap(), n);
+    n
+}
+
 /// Asserts that every outbound generation node 0 has installed reached
 /// node 1, which derives one inbound SA per generation it sees.
 ///
