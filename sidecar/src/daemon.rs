@@ -148,9 +148,9 @@ async fn wait_and_rekey(cfg: &Config, dp: &Datapath) -> anyhow::Result<()> {
 /// Persists the next generation, then installs SAs under it. The fsync
 /// runs off this single-threaded runtime: it waits for the disk (up to
 /// 144 ms measured under a 4 GB write), and `/healthz` and `/metrics` are
-/// served here. A failed rekey is
-/// retried on the next request; until then the current SAs keep sealing
-/// (the soft limit is far below the hard one, where seal refuses).
+/// served here. A failed rekey is retried on the next request; until then
+/// the current SAs keep sealing (the soft limit is far below the hard one,
+/// where seal refuses).
 async fn rekey(cfg: &Config, dp: &Datapath) {
     let (path, base) = (cfg.state_file.clone(), cfg.generation);
     let persisted = tokio::task::spawn_blocking(move || generation::next(&path, base)).await;

@@ -24,7 +24,6 @@ pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
 }
 
 /// Folds a running sum to 16 bits (not complemented).
-#[inline]
 pub fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -58,10 +57,7 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
 }
 
 /// RFC 1624 eqn. 3 for several changed 16-bit words `(old, new)` at once:
-/// one fold instead of one per word. Inlined: with a constant number of
-/// changes the fold unrolls to straight-line code (the open path calls it
-/// for every IPv4 packet).
-#[inline(always)]
+/// one fold instead of one per word.
 pub fn update(check: u16, changes: &[(u16, u16)]) -> u16 {
     let sum = changes.iter().fold(u64::from(!check), |s, &(old, new)| {
         s + u64::from(!old) + u64::from(new)

@@ -72,7 +72,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     /// Payload within the length field.
-    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
