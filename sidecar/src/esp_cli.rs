@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context, bail};
 use meshsec_esp::{
-    Cipher, Encap, HEADROOM, InboundSa, Mode, OpenError, OutboundSa, SaKey, TAILROOM,
+    ByteTally, Cipher, Encap, HEADROOM, InboundSa, Mode, OpenError, OutboundSa, SaKey, TAILROOM,
 };
 use zeroize::Zeroizing;
 
@@ -185,8 +185,10 @@ fn seal(sa: &SaFlags, seq: u64, packet: &[u8]) -> anyhow::Result<Vec<u8>> {
     .with_next_seq(seq)?;
     let mut buf = vec![0u8; HEADROOM + packet.len() + TAILROOM];
     buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+    // One packet, then the SA is dropped: its byte count is never read.
+    let mut tally = ByteTally::default();
     let range = out
-        .seal(&mut buf, HEADROOM..HEADROOM + packet.len())
+        .seal(&mut buf, HEADROOM..HEADROOM + packet.len(), &mut tally)
         .map_err(|e| anyhow::anyhow!("seal refused: {} ({e})", e.as_label()))?;
     Ok(buf[range].to_vec())
 }

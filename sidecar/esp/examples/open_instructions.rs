@@ -17,7 +17,7 @@
 use std::hint::black_box;
 use std::ops::Range;
 
-use meshsec_esp::{Backend, Cipher, HEADROOM, InboundSa, OutboundSa};
+use meshsec_esp::{Backend, ByteTally, Cipher, HEADROOM, InboundSa, OutboundSa};
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -41,9 +41,11 @@ fn bare_all(bare: &Bare, bufs: &mut [Vec<u8>], r: &Range<usize>) {
 #[inline(never)]
 fn seal_all(sa: &OutboundSa, bufs: &mut [Vec<u8>], r: &Range<usize>) -> Range<usize> {
     let mut sealed = 0..0;
+    let mut tally = ByteTally::default();
     for b in bufs {
-        sealed = black_box(sa.seal(b, r.clone()).unwrap());
+        sealed = black_box(sa.seal(b, r.clone(), &mut tally).unwrap());
     }
+    sa.add_tally(&mut tally);
     sealed
 }
 

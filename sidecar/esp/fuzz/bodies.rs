@@ -141,14 +141,9 @@ pub fn seal_roundtrip(data: &[u8]) {
     let (out, inb) = sas(sel);
     let mut buf = vec![0u8; HEADROOM + pkt.len() + TAILROOM];
     buf[HEADROOM..HEADROOM + pkt.len()].copy_from_slice(pkt);
-    // Bit 3 of the selector: the datapath's `seal_tallied` instead.
     let range = HEADROOM..HEADROOM + pkt.len();
     let mut tally = ByteTally::default();
-    let sealed = if sel & 0x08 != 0 {
-        out.seal_tallied(&mut buf, range, &mut tally)
-    } else {
-        out.seal(&mut buf, range)
-    };
+    let sealed = out.seal(&mut buf, range, &mut tally);
     out.add_tally(&mut tally);
     // Protected bytes are part of the input packet.
     assert!(out.bytes_sent() <= pkt.len() as u64);

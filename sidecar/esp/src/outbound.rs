@@ -28,8 +28,6 @@ const OUTER_TTL: u8 = 64;
 /// Where a seal takes its sequence number from, and where it counts the
 /// protected bytes.
 enum Tickets<'a> {
-    /// From the SA's shared counters: two locked instructions per packet.
-    Shared,
     /// Sequence number from the SA's shared counter (one locked
     /// instruction), bytes into the caller's tally.
     Tallied(&'a mut ByteTally),
@@ -37,13 +35,16 @@ enum Tickets<'a> {
     Reserved(Reservation),
 }
 
-/// Protected bytes sealed with [`OutboundSa::seal_tallied`] and not yet
-/// added to the SA's byte counter (by [`OutboundSa::add_tally`]). A caller
-/// that seals many packets (the datapath: one read's worth) keeps one, so
-/// each packet costs one locked instruction (the sequence number) instead
-/// of two. Until it is added, [`OutboundSa::bytes_sent`] and the soft byte
-/// limit of [`OutboundSa::needs_rekey`] lag by what it holds; the hard
-/// limit is on the sequence number and does not depend on it.
+/// Protected bytes sealed with [`OutboundSa::seal`] and not yet added to
+/// the SA's byte counter (by [`OutboundSa::add_tally`]). A caller that
+/// seals many packets (the datapath: one read's worth) keeps one and adds
+/// it once, so each packet costs one locked instruction (the sequence
+/// number); a caller that wants the SA's count exact after every packet
+/// adds it after every seal, for a second locked instruction (+3 points of
+/// overhead at 1400 B, docs/protocol.md §8). Until it is added,
+/// [`OutboundSa::bytes_sent`] and the soft byte limit of
+/// [`OutboundSa::needs_rekey`] lag by what it holds; the hard limit is on
+/// the sequence number and does not depend on it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ByteTally {
     bytes: u64,
@@ -211,26 +212,15 @@ impl OutboundSa {
     /// against it; refuses from [`SEQ_LIMIT`] on (DESIGN.md invariant 1: a
     /// nonce is never reused).
     ///
-    /// Alone ([`Tickets::Shared`]), both locked instructions sit here,
-    /// before the packet is written: a locked instruction first waits for
-    /// every pending store to reach the cache, and after the AEAD that is
-    /// the whole ciphertext (perf: ~7 ns a packet at 1400 B for the byte
-    /// counter when it came after the AEAD, docs/protocol.md §8). The bytes
-    /// count once the sequence number is taken, so a packet the AEAD then
-    /// refused would be counted too: it errs towards an earlier rekey.
-    /// In a batch ([`Tickets::Reserved`]) the numbers were taken in one
+    /// The locked instruction sits here, before the packet is written: it
+    /// first waits for every pending store to reach the cache, and after
+    /// the AEAD that is the whole ciphertext (docs/protocol.md §8). With a
+    /// caller's tally ([`Tickets::Tallied`]) the bytes are a plain add to
+    /// it. In a batch ([`Tickets::Reserved`]) the numbers were taken in one
     /// step and the bytes are added once at the end.
-    /// With a caller's tally ([`Tickets::Tallied`]) the bytes are a plain
-    /// add to it.
     #[inline(always)]
     fn take_seq(&self, tickets: &mut Tickets<'_>, protected_len: usize) -> Result<u64, SealError> {
         match tickets {
-            Tickets::Shared => {
-                let seq = self.shared_seq()?;
-                self.bytes
-                    .fetch_add(protected_len as u64, Ordering::Relaxed);
-                Ok(seq)
-            }
             Tickets::Tallied(t) => {
                 let seq = self.shared_seq()?;
                 t.bytes += protected_len as u64;
@@ -266,10 +256,10 @@ impl OutboundSa {
 
     /// Seals every packet `pkts[i]` in `bufs[i]` in place, like
     /// [`Self::seal`], and puts each result in `results[i]`. The batch
-    /// takes its sequence numbers with one locked instruction and counts
-    /// its bytes with one more, instead of two per packet: those waits for
-    /// the store buffer were most of the per-packet work beyond the AEAD
-    /// (docs/protocol.md §8). The numbers of packets that fail to seal are
+    /// takes its sequence numbers with one locked instruction and adds its
+    /// bytes to the SA with one more, instead of one or two per packet:
+    /// those waits for the store buffer were most of the per-packet work
+    /// beyond the AEAD (docs/protocol.md §8). The numbers of packets that fail to seal are
     /// skipped, never reused. The slices must have equal lengths; extra
     /// entries of the longer ones are ignored.
     pub fn seal_batch<B: AsMut<[u8]>>(
@@ -300,17 +290,11 @@ impl OutboundSa {
     /// Seals the plaintext IP packet at `buf[pkt]` in place and returns the
     /// range of the resulting ESP (or ESP-in-UDP) IP packet. The caller
     /// leaves [`crate::HEADROOM`] bytes before and [`crate::TAILROOM`] after.
-    pub fn seal(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, SealError> {
-        self.seal_with(&mut Tickets::Shared, buf, pkt)
-    }
-
-    /// [`Self::seal`], but the protected bytes are counted in `tally`
-    /// instead of the SA's shared byte counter: one locked instruction per
-    /// packet instead of two (each waits for the store buffer to drain,
-    /// docs/protocol.md §8). Add the tally to this SA with
-    /// [`Self::add_tally`] soon (the datapath: once per read); until then
-    /// the soft byte limit lags by it.
-    pub fn seal_tallied(
+    /// The protected bytes are counted in `tally`; add it to this SA with
+    /// [`Self::add_tally`] soon (the datapath: once per read; for an exact
+    /// count at every moment, after each seal). Until then the soft byte
+    /// limit lags by it.
+    pub fn seal(
         &self,
         buf: &mut [u8],
         pkt: Range<usize>,

@@ -99,7 +99,7 @@ fn batch_and_single_interleave_without_reusing_a_number() {
             }
         }
         let (mut one, range) = framed(&ps[0]);
-        let r = out.seal(&mut one, range).unwrap();
+        let r = out.seal_counted(&mut one, range).unwrap();
         assert!(seen.insert(seq_of(&one, &r)), "single seal reused a number");
         assert_eq!(inb.open(&mut one, r).unwrap().len(), ps[0].len());
     }
@@ -117,7 +117,7 @@ fn bytes_are_counted_once_per_batch_exactly() {
     let (mut single_bufs, ranges) = frame_all(&ps);
     let (reference, _) = pair(Backend::default(), cipher, mode, encap, tunnel);
     for (b, r) in single_bufs.iter_mut().zip(&ranges) {
-        reference.seal(b, r.clone()).unwrap();
+        reference.seal_counted(b, r.clone()).unwrap();
     }
     let (mut bufs, ranges) = frame_all(&ps);
     let mut sealed: Vec<Sealed> = vec![Ok(0..0); ps.len()];

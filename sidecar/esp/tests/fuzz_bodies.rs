@@ -40,7 +40,7 @@ fn seeds() -> Vec<Vec<u8>> {
         let (o, _) = pair(Backend::default(), cipher, mode, encap, tunnel);
         for p in &plain {
             let (mut buf, r) = framed(p);
-            let s = o.seal(&mut buf, r).unwrap();
+            let s = o.seal_counted(&mut buf, r).unwrap();
             let mut seed = vec![i as u8];
             seed.extend_from_slice(&buf[s]);
             out.push(seed);

@@ -31,7 +31,7 @@ fn every_config_round_trips_with_fixed_headers() {
             let (out, inb) = pair(backend, cipher, mode, encap, tunnel);
             for p in sample_packets() {
                 let (mut buf, range) = framed(&p);
-                let sealed = out.seal(&mut buf, range).unwrap();
+                let sealed = out.seal_counted(&mut buf, range).unwrap();
                 let wire = &buf[sealed.clone()];
                 let outer_family = match (mode, tunnel) {
                     (Mode::Tunnel, Some((a, _))) if a.is_ipv6() => meshsec_esp::Family::V6,
@@ -103,7 +103,7 @@ fn valid_checksum_0xffff_comes_back_as_0x0000() {
         for (cipher, mode, encap, tunnel) in configs() {
             let (out, inb) = pair(backend, cipher, mode, encap, tunnel);
             let (mut buf, range) = framed(&input);
-            let sealed = out.seal(&mut buf, range).unwrap();
+            let sealed = out.seal_counted(&mut buf, range).unwrap();
             let opened = inb.open(&mut buf, sealed).unwrap();
             let got = &buf[opened];
             let mut want = input.to_vec();
@@ -127,7 +127,7 @@ fn replay_and_keepalive() {
     );
     let p = ipv4_packet(17, &[1; 20]);
     let (mut buf, r) = framed(&p);
-    let s = out.seal(&mut buf, r).unwrap();
+    let s = out.seal_counted(&mut buf, r).unwrap();
     let copy = buf.clone();
     inb.open(&mut buf, s.clone()).unwrap();
     let mut again = copy.clone();
@@ -159,7 +159,7 @@ fn wrong_key_is_auth_failure_and_does_not_move_window() {
     );
     let p = ipv4_packet(6, &[3; 40]);
     let (mut buf, r) = framed(&p);
-    let s = out.seal(&mut buf, r).unwrap();
+    let s = out.seal_counted(&mut buf, r).unwrap();
     assert_eq!(inb.open(&mut buf, s), Err(OpenError::AuthFailed));
     assert_eq!(inb.highest_seq(), 0);
 }
@@ -180,14 +180,14 @@ fn sequence_never_wraps() {
     .unwrap();
     let p = ipv4_packet(6, &[3; 40]);
     let (mut buf, r) = framed(&p);
-    assert!(out.seal(&mut buf, r.clone()).is_ok());
+    assert!(out.seal_counted(&mut buf, r.clone()).is_ok());
     let (mut buf, r) = framed(&p);
     assert_eq!(
-        out.seal(&mut buf, r.clone()),
+        out.seal_counted(&mut buf, r.clone()),
         Err(meshsec_esp::SealError::SequenceExhausted)
     );
     assert_eq!(
-        out.seal(&mut buf, r),
+        out.seal_counted(&mut buf, r),
         Err(meshsec_esp::SealError::SequenceExhausted)
     );
 }
@@ -207,7 +207,7 @@ fn counters_count_packets_and_protected_bytes() {
         for n in [0usize, 1, 100, 1400] {
             let p = ipv4_packet(17, &vec![1; n]);
             let (mut buf, r) = framed(&p);
-            out.seal(&mut buf, r).unwrap();
+            out.seal_counted(&mut buf, r).unwrap();
             want += if mode == Mode::Tunnel { p.len() } else { n } as u64;
         }
         assert_eq!(out.packets_sent(), 4);
@@ -227,7 +227,7 @@ fn esn_high_bits_cross_2_pow_32() {
         for _ in 0..4 {
             let p = ipv4_packet(17, &[4; 50]);
             let (mut buf, r) = framed(&p);
-            let s = out.seal(&mut buf, r).unwrap();
+            let s = out.seal_counted(&mut buf, r).unwrap();
             let o = inb.open(&mut buf, s).unwrap();
             assert_eq!(&buf[o], &p[..]);
         }
@@ -251,13 +251,13 @@ fn room_is_checked() {
     let mut buf = vec![0u8; p.len() + 100];
     buf[10..10 + p.len()].copy_from_slice(&p);
     assert_eq!(
-        out.seal(&mut buf, 10..10 + p.len()),
+        out.seal_counted(&mut buf, 10..10 + p.len()),
         Err(meshsec_esp::SealError::NoHeadroom)
     );
     let mut buf = vec![0u8; 64 + p.len() + 5];
     buf[64..64 + p.len()].copy_from_slice(&p);
     assert_eq!(
-        out.seal(&mut buf, 64..64 + p.len()),
+        out.seal_counted(&mut buf, 64..64 + p.len()),
         Err(meshsec_esp::SealError::NoTailroom)
     );
 }
@@ -292,7 +292,7 @@ proptest! {
         let (cipher, mode, encap, tunnel) = configs()[c];
         let (out, inb) = pair(Backend::ALL[b], cipher, mode, encap, tunnel);
         let (mut buf, r) = framed(&p);
-        let s = out.seal(&mut buf, r).unwrap();
+        let s = out.seal_counted(&mut buf, r).unwrap();
         let o = inb.open(&mut buf, s).unwrap();
         prop_assert_eq!(&buf[o], &p[..]);
     }
@@ -303,7 +303,7 @@ proptest! {
         let (cipher, mode, encap, tunnel) = configs()[c];
         let (out, inb) = pair(Backend::default(), cipher, mode, encap, tunnel);
         let (mut buf, r) = framed(&p);
-        let s = out.seal(&mut buf, r).unwrap();
+        let s = out.seal_counted(&mut buf, r).unwrap();
         let class = classify(&buf[s.clone()]).unwrap();
         prop_assert!(class.spi().is_some());
         let esp_start = esp_offset(&buf[s.clone()]);
@@ -323,7 +323,7 @@ proptest! {
         let (cipher, mode, encap, tunnel) = configs()[c];
         let (out, inb) = pair(Backend::default(), cipher, mode, encap, tunnel);
         let (mut buf, r) = framed(&p);
-        let s = out.seal(&mut buf, r).unwrap();
+        let s = out.seal_counted(&mut buf, r).unwrap();
         let esp_start = esp_offset(&buf[s.clone()]);
         let i = bit.index(s.len() * 8);
         buf[s.start + i / 8] ^= 1 << (i % 8);

@@ -81,7 +81,7 @@ impl PeerTallies {
 }
 
 /// Protected bytes sealed under one peer's outbound SA
-/// (`OutboundSa::seal_tallied`) and not yet added to that SA's byte
+/// (`OutboundSa::seal`) and not yet added to that SA's byte
 /// counter: its soft byte limit then costs no second locked instruction
 /// per packet (docs/protocol.md §8). The worker adds them once per read,
 /// and before sealing to another peer.

@@ -285,7 +285,7 @@ fn same_flow(first: &[u8], pkt: &[u8], iph: usize) -> bool {
 mod tests {
     use std::net::IpAddr;
 
-    use meshsec_esp::{Cipher, Encap, Mode, OutboundSa, SaKey};
+    use meshsec_esp::{ByteTally, Cipher, Encap, Mode, OutboundSa, SaKey};
 
     use super::*;
     use crate::datapath::offload::F_NEEDS_CSUM;
@@ -367,7 +367,13 @@ mod tests {
         for i in 0..split.count() {
             let mut seg = vec![0u8; HEADROOM + 2000 + TAILROOM];
             let len = split.segment(pkt, i, &mut seg[HEADROOM..]).unwrap();
-            let r = sa.seal(&mut seg, HEADROOM..HEADROOM + len).unwrap();
+            let r = sa
+                .seal(
+                    &mut seg,
+                    HEADROOM..HEADROOM + len,
+                    &mut ByteTally::default(),
+                )
+                .unwrap();
             if !g.push(&seg[r.clone()]) {
                 out.push(g.finish().to_vec());
                 assert!(g.push(&seg[r]));
@@ -399,7 +405,9 @@ mod tests {
             split
                 .segment(pkt, i, &mut g.buf_mut()[slot.plain.clone()])
                 .unwrap();
-            let r = sa.seal(g.buf_mut(), slot.plain.clone()).unwrap();
+            let r = sa
+                .seal(g.buf_mut(), slot.plain.clone(), &mut ByteTally::default())
+                .unwrap();
             if g.commit(&slot, r.clone(), plain_len) == Commit::Refused {
                 refused += 1;
                 let sealed = g.buf_mut()[r].to_vec();
@@ -485,7 +493,9 @@ mod tests {
         split
             .segment(&pkt, 0, &mut g.buf_mut()[slot.plain.clone()])
             .unwrap();
-        let r = sa.seal(g.buf_mut(), slot.plain.clone()).unwrap();
+        let r = sa
+            .seal(g.buf_mut(), slot.plain.clone(), &mut ByteTally::default())
+            .unwrap();
         assert_eq!(g.commit(&slot, r, split.segment_len(0)), Commit::Joined);
         assert!(g.slot(split.segment_len(0) + 1, 4, 28).is_none());
         assert!(g.slot(split.segment_len(0), 4, 28).is_some());

@@ -493,7 +493,7 @@ impl Worker {
         let len = pkt.len();
         // One locked instruction per packet: the SA's byte count (its soft
         // limit) is brought up to date once per read.
-        match sa.seal_tallied(buf, pkt, self.seal_bytes.for_peer(peer.index)) {
+        match sa.seal(buf, pkt, self.seal_bytes.for_peer(peer.index)) {
             Ok(sealed) => {
                 if sa.needs_rekey() {
                     shared.request_rekey(sa.spi());

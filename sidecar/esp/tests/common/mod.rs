@@ -2,9 +2,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::net::IpAddr;
+use std::ops::Range;
 
 use meshsec_esp::wire::{checksum, ipv4};
-use meshsec_esp::{Backend, Cipher, Encap, HEADROOM, InboundSa, Mode, OutboundSa, SaKey, TAILROOM};
+use meshsec_esp::{
+    Backend, ByteTally, Cipher, Encap, HEADROOM, InboundSa, Mode, OutboundSa, SaKey, SealError,
+    TAILROOM,
+};
 
 pub const SPI: u32 = 0x4000_1234;
 
@@ -123,8 +127,23 @@ pub fn pair(
 }
 
 /// Puts `packet` into a buffer with exactly HEADROOM/TAILROOM around it.
-pub fn framed(packet: &[u8]) -> (Vec<u8>, std::ops::Range<usize>) {
+pub fn framed(packet: &[u8]) -> (Vec<u8>, Range<usize>) {
     let mut buf = vec![0xeeu8; HEADROOM + packet.len() + TAILROOM];
     buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
     (buf, HEADROOM..HEADROOM + packet.len())
+}
+
+/// Seal and count at once: [`OutboundSa::seal`] with a tally added to the
+/// SA right away, so `bytes_sent` is exact after every packet.
+pub trait SealCounted {
+    fn seal_counted(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, SealError>;
+}
+
+impl SealCounted for OutboundSa {
+    fn seal_counted(&self, buf: &mut [u8], pkt: Range<usize>) -> Result<Range<usize>, SealError> {
+        let mut tally = ByteTally::default();
+        let sealed = self.seal(buf, pkt, &mut tally);
+        self.add_tally(&mut tally);
+        sealed
+    }
 }
