@@ -153,7 +153,7 @@ fn paired_overhead(only: Option<&str>) {
             let pct = |x: f64| (x - 1.0) * 100.0;
             let gbps = |ns: f64| size as f64 / ns;
             println!(
-                "  {:9} {:9}  seal {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}% (median +{:5.1}%)   open {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: +{:5.1}% (median +{:5.1}%)",
+                "  {:9} {:9}  seal {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: {:+5.1}% (median {:+5.1}%)   open {:6.1} ns ({:.2} GB/s) vs bare {:6.1} ns: {:+5.1}% (median {:+5.1}%)",
                 backend.as_str(),
                 cipher.as_str(),
                 best(1),
@@ -168,7 +168,7 @@ fn paired_overhead(only: Option<&str>) {
                 pct(median_ratio(3, 2)),
             );
             println!(
-                "  {:9} {:9}  seal_batch {:6.1} ns: +{:5.1}% (median +{:5.1}%)   open_batch {:6.1} ns: +{:5.1}% (median +{:5.1}%)   (batches of {BATCH})",
+                "  {:9} {:9}  seal_batch {:6.1} ns: {:+5.1}% (median {:+5.1}%)   open_batch {:6.1} ns: {:+5.1}% (median {:+5.1}%)   (batches of {BATCH})",
                 "",
                 "",
                 best(4),
@@ -179,7 +179,7 @@ fn paired_overhead(only: Option<&str>) {
                 pct(median_ratio(5, 2)),
             );
             println!(
-                "  {:9} {:9}  seal_exact {:6.1} ns: +{:5.1}% (median +{:5.1}%)   (seal with the bytes added to the SA after every packet, not once per {BATCH})",
+                "  {:9} {:9}  seal_exact {:6.1} ns: {:+5.1}% (median {:+5.1}%)   (seal with the bytes added to the SA after every packet, not once per {BATCH})",
                 "",
                 "",
                 best(6),
