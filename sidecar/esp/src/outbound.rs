@@ -217,7 +217,9 @@ impl OutboundSa {
     /// the AEAD that is the whole ciphertext (docs/protocol.md §8). With a
     /// caller's tally ([`Tickets::Tallied`]) the bytes are a plain add to
     /// it. In a batch ([`Tickets::Reserved`]) the numbers were taken in one
-    /// step and the bytes are added once at the end.
+    /// step and the bytes are added once at the end. Either way the bytes
+    /// count once the number is taken, so a packet the AEAD then refused
+    /// counts too: it errs towards an earlier rekey.
     #[inline(always)]
     fn take_seq(&self, tickets: &mut Tickets<'_>, protected_len: usize) -> Result<u64, SealError> {
         match tickets {
@@ -259,9 +261,9 @@ impl OutboundSa {
     /// takes its sequence numbers with one locked instruction and adds its
     /// bytes to the SA with one more, instead of one or two per packet:
     /// those waits for the store buffer were most of the per-packet work
-    /// beyond the AEAD (docs/protocol.md §8). The numbers of packets that fail to seal are
-    /// skipped, never reused. The slices must have equal lengths; extra
-    /// entries of the longer ones are ignored.
+    /// beyond the AEAD (docs/protocol.md §8). The numbers of packets that
+    /// fail to seal are skipped, never reused. The slices must have equal
+    /// lengths; extra entries of the longer ones are ignored.
     pub fn seal_batch<B: AsMut<[u8]>>(
         &self,
         bufs: &mut [B],
