@@ -438,18 +438,24 @@ fn check_node_id(field: &str, id: u32) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Public key of the one peer in [`test_yaml`].
+#[cfg(test)]
+pub(crate) const TEST_PEER_KEY: &str =
+    "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
+
+/// A minimal valid static config, node 1 with one peer (node 2), for the
+/// crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_yaml() -> String {
+    format!(
+        "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\nprivateKeyFile: /k\npskFile: /p\n\
+         peers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  podCidrs: [10.244.2.0/24, fd00:2::/64]\n  publicKey: {TEST_PEER_KEY}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const PK: &str = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
-
-    fn base() -> String {
-        format!(
-            "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\nprivateKeyFile: /k\npskFile: /p\n\
-             peers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  podCidrs: [10.244.2.0/24, fd00:2::/64]\n  publicKey: {PK}\n"
-        )
-    }
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         let c: Config = serde_norway::from_str(s).map_err(|source| ConfigError::Parse {
@@ -462,7 +468,7 @@ mod tests {
 
     #[test]
     fn test_parse_minimal_with_defaults() {
-        let c = parse(&base()).unwrap();
+        let c = parse(&test_yaml()).unwrap();
         assert_eq!(c.tunnel.mode, Mode::Transport);
         assert_eq!(c.tunnel.encap, Encap::Udp);
         assert_eq!(c.tunnel.udp_port, 4500);
@@ -478,7 +484,7 @@ mod tests {
 
     #[test]
     fn test_parse_tunnel_options() {
-        let s = base()
+        let s = test_yaml()
             + "tunnel:\n  mode: tunnel\n  cipher: aes256gcm\n  encap: none\n  strict: true\n";
         let c = parse(&s).unwrap();
         assert_eq!(c.tunnel.mode, Mode::Tunnel);
@@ -493,51 +499,52 @@ mod tests {
 
     #[test]
     fn test_rejects_unknown_field() {
-        assert!(err(&(base() + "bogus: 1\n")).contains("bogus"));
+        assert!(err(&(test_yaml() + "bogus: 1\n")).contains("bogus"));
     }
 
     #[test]
     fn test_rejects_bad_values() {
-        assert!(err(&base().replace("nodeId: 1", "nodeId: 0")).contains("nodeId"));
-        assert!(err(&base().replace("nodeId: 2", "nodeId: 1")).contains("used twice"));
-        assert!(err(&base().replace("10.244.2.0/24", "10.244.1.128/25")).contains("overlaps"));
-        assert!(err(&base().replace(PK, "abcd")).contains("publicKey"));
-        assert!(err(&(base() + "tunnel:\n  replayWindow: 10\n")).contains("replayWindow"));
-        assert!(err(&(base() + "tunnel:\n  mtu: 100\n")).contains("mtu"));
-        assert!(err(&(base() + "tunnel:\n  cipher: des\n")).contains("des"));
-        assert!(err(&base().replace("10.244.2.0/24", "10.244.2.1/24")).contains("host bits"));
-        assert!(err(&(base() + "datapath:\n  busyPollUs: 10001\n")).contains("busyPollUs"));
-        assert!(err(&(base() + "datapath:\n  steering: rss\n")).contains("rss"));
+        assert!(err(&test_yaml().replace("nodeId: 1", "nodeId: 0")).contains("nodeId"));
+        assert!(err(&test_yaml().replace("nodeId: 2", "nodeId: 1")).contains("used twice"));
+        assert!(err(&test_yaml().replace("10.244.2.0/24", "10.244.1.128/25")).contains("overlaps"));
+        assert!(err(&test_yaml().replace(TEST_PEER_KEY, "abcd")).contains("publicKey"));
+        assert!(err(&(test_yaml() + "tunnel:\n  replayWindow: 10\n")).contains("replayWindow"));
+        assert!(err(&(test_yaml() + "tunnel:\n  mtu: 100\n")).contains("mtu"));
+        assert!(err(&(test_yaml() + "tunnel:\n  cipher: des\n")).contains("des"));
+        assert!(err(&test_yaml().replace("10.244.2.0/24", "10.244.2.1/24")).contains("host bits"));
+        assert!(err(&(test_yaml() + "datapath:\n  busyPollUs: 10001\n")).contains("busyPollUs"));
+        assert!(err(&(test_yaml() + "datapath:\n  steering: rss\n")).contains("rss"));
         assert!(
-            err(&(base() + "datapath:\n  steering: hybrid\n  queues: 2\n"))
+            err(&(test_yaml() + "datapath:\n  steering: hybrid\n  queues: 2\n"))
                 .contains("datapath.queues")
         );
         // Withdrawn (it lost packets under bulk): the error names the
         // modes there are.
-        let e = err(&(base() + "datapath:\n  steering: cpu\n"));
+        let e = err(&(test_yaml() + "datapath:\n  steering: cpu\n"));
         assert!(e.contains("cpu") && e.contains("hybrid"), "{e}");
     }
 
     #[test]
     fn test_parse_busy_poll() {
-        let c = parse(&(base() + "datapath:\n  busyPoll: always\n  queues: 1\n")).unwrap();
+        let c = parse(&(test_yaml() + "datapath:\n  busyPoll: always\n  queues: 1\n")).unwrap();
         assert_eq!(c.datapath.busy_poll, BusyPoll::Always);
         assert_eq!(c.datapath.queues, 1);
         // Today's behaviour, spelt out, still takes busyPollUs.
-        let c = parse(&(base() + "datapath:\n  busyPoll: sparse\n  busyPollUs: 0\n")).unwrap();
+        let c = parse(&(test_yaml() + "datapath:\n  busyPoll: sparse\n  busyPollUs: 0\n")).unwrap();
         assert_eq!(c.datapath.busy_poll, BusyPoll::Sparse);
         assert!(c.datapath.busy_poll_duration().is_zero());
-        let c = parse(&(base() + "datapath:\n  busyPollUs: 10000\n")).unwrap();
+        let c = parse(&(test_yaml() + "datapath:\n  busyPollUs: 10000\n")).unwrap();
         assert_eq!(c.datapath.busy_poll_duration(), Duration::from_millis(10));
         // Polling workers with the per-CPU pinned queues of hybrid steering.
-        let c = parse(&(base() + "datapath:\n  busyPoll: always\n  steering: hybrid\n")).unwrap();
+        let c =
+            parse(&(test_yaml() + "datapath:\n  busyPoll: always\n  steering: hybrid\n")).unwrap();
         assert_eq!(c.datapath.busy_poll, BusyPoll::Always);
     }
 
     #[test]
     fn test_rejects_bad_busy_poll() {
         // Unknown mode: the error names the ones there are.
-        let e = err(&(base() + "datapath:\n  busyPoll: adaptive\n"));
+        let e = err(&(test_yaml() + "datapath:\n  busyPoll: adaptive\n"));
         assert!(
             e.contains("adaptive") && e.contains("sparse") && e.contains("always"),
             "{e}"
@@ -545,13 +552,14 @@ mod tests {
         // A poll window with workers that never sleep would do nothing.
         for us in [0, 200] {
             let e =
-                err(&(base() + &format!("datapath:\n  busyPoll: always\n  busyPollUs: {us}\n")));
+                err(&(test_yaml()
+                    + &format!("datapath:\n  busyPoll: always\n  busyPollUs: {us}\n")));
             assert!(
                 e.contains("datapath.busyPollUs") && e.contains("always"),
                 "{e}"
             );
         }
-        let e = err(&(base() + "datapath:\n  busyPoll: sparse\n  busyPollUs: 10001\n"));
+        let e = err(&(test_yaml() + "datapath:\n  busyPoll: sparse\n  busyPollUs: 10001\n"));
         assert!(
             e.contains("datapath.busyPollUs") && e.contains("10000"),
             "{e}"
@@ -560,7 +568,7 @@ mod tests {
 
     #[test]
     fn test_parse_hybrid_steering() {
-        let c = parse(&(base() + "datapath:\n  steering: hybrid\n")).unwrap();
+        let c = parse(&(test_yaml() + "datapath:\n  steering: hybrid\n")).unwrap();
         assert_eq!(c.datapath.steering, Steering::Hybrid);
     }
 }

@@ -232,13 +232,7 @@ impl PeerTable {
 /// A one-peer table under generation 0, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_table() -> PeerTable {
-    let cfg: Config = serde_norway::from_str(
-        "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24]\n\
-         privateKeyFile: /k\npskFile: /p\npeers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  \
-         podCidrs: [10.244.2.0/24]\n  publicKey: \
-         8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a\n",
-    )
-    .expect("test config");
+    let cfg: Config = serde_norway::from_str(&crate::config::test_yaml()).expect("test config");
     let keypair = KeyPair::from_secret_bytes([7; 32]);
     let psk = Psk(zeroize::Zeroizing::new([9; 32]));
     PeerTable::new(&cfg, keypair, psk, 0, &Metrics::new()).expect("test table")
