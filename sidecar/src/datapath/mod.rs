@@ -3,6 +3,8 @@
 //! this layer picks the SA, enforces policy (strict, anti-spoofing, MTU) and
 //! moves packets (boringtun's device/core split).
 
+#[cfg(test)]
+mod coalesce_props;
 mod csum;
 mod derive_gate;
 mod esp_split;
@@ -10,6 +12,8 @@ mod keying;
 mod offload;
 pub mod packet;
 mod peers;
+#[cfg(test)]
+mod read_props;
 mod sa_cache;
 mod tally;
 mod tcp_gro;

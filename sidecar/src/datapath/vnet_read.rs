@@ -48,13 +48,25 @@ pub fn read(
     esp_port: Option<u16>,
 ) -> io::Result<Read> {
     let len = dev.recv(raw)?;
-    if len <= VIRTIO_NET_HDR_LEN {
+    parse(&mut raw[..len], segs, sizes, offset, esp_port)
+}
+
+/// [`read`]'s work on what the TUN returned, `raw` (virtio-net header +
+/// packet); apart from the device so any bytes can be fed to it in tests.
+pub fn parse(
+    raw: &mut [u8],
+    segs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    offset: usize,
+    esp_port: Option<u16>,
+) -> io::Result<Read> {
+    if raw.len() <= VIRTIO_NET_HDR_LEN {
         return Err(io::Error::other(
             "TUN read shorter than the virtio-net header",
         ));
     }
     let hdr = VirtioNetHdr::decode(&raw[..VIRTIO_NET_HDR_LEN])?;
-    let pkt = &mut raw[VIRTIO_NET_HDR_LEN..len];
+    let pkt = &mut raw[VIRTIO_NET_HDR_LEN..];
     if hdr.gso_type == VIRTIO_NET_HDR_GSO_UDP_L4
         && let Some(iph) = esp_port.and_then(|port| esp_in_udp_v4(pkt, port))
     {
@@ -111,8 +123,13 @@ pub fn split(
     }
     hdr.hdr_len = (start + l4) as u16;
     let is_v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
-    tun_rs::gso_split(pkt, hdr, segs, sizes, offset, is_v6)
-        .map_err(|e| io::Error::other(e.to_string()))
+    match tun_rs::gso_split(pkt, hdr, segs, sizes, offset, is_v6) {
+        // tun-rs cuts headers without payload into nothing: a read that
+        // must be counted as malformed, not silently vanish.
+        Ok(0) => Err(io::Error::other("GSO super-packet without payload")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
 }
 
 /// IP header length if `pkt` is an unfragmented IPv4 UDP datagram to
@@ -189,6 +206,20 @@ mod tests {
             let d = &seg[4..4 + sizes[i]];
             assert_ne!(&d[26..28], &[0, 0], "tun-rs computed a checksum");
         }
+    }
+
+    #[test]
+    fn test_gso_headers_without_payload_refused() {
+        // Found by read_props: tun-rs cut this into zero segments, and the
+        // read vanished uncounted.
+        let (mut segs, mut sizes) = bufs();
+        let mut tcp = test_packets::tcp_super_packet(false, 0, 0, 0x10);
+        let hdr = test_packets::tcp_vnet_hdr(false, 1400, 40);
+        let err = split(hdr, &mut tcp, &mut segs, &mut sizes, 4, None).unwrap_err();
+        assert!(err.to_string().contains("without payload"), "{err}");
+        let mut udp = super_packet(0);
+        let err = split(gso_hdr(1000), &mut udp, &mut segs, &mut sizes, 4, None).unwrap_err();
+        assert!(err.to_string().contains("without payload"), "{err}");
     }
 
     #[test]
