@@ -15,7 +15,7 @@
 
 use std::io;
 
-use tun_rs::{SyncDevice, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
+use tun_rs::{VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
 
 use super::esp_split::EspSplit;
 use super::offload::{F_NEEDS_CSUM, IPPROTO_UDP, UDP_HDR};
@@ -35,24 +35,12 @@ pub enum Read {
     Tcp(TcpSplit),
 }
 
-/// Reads one packet or super-packet from `dev` into `raw` and splits it
-/// into `segs` (each at `offset`), or leaves an IPv4 ESP-in-UDP or a TCP
-/// super-packet in `raw`. An error without an OS error code means the read
-/// was unusable (bad virtio header or headers); the caller drops it.
-pub fn read(
-    dev: &SyncDevice,
-    raw: &mut [u8],
-    segs: &mut [Vec<u8>],
-    sizes: &mut [usize],
-    offset: usize,
-    esp_port: Option<u16>,
-) -> io::Result<Read> {
-    let len = dev.recv(raw)?;
-    parse(&mut raw[..len], segs, sizes, offset, esp_port)
-}
-
-/// [`read`]'s work on what the TUN returned, `raw` (virtio-net header +
-/// packet); apart from the device so any bytes can be fed to it in tests.
+/// Splits one TUN read, `raw` (virtio-net header + packet), into `segs`
+/// (each at `offset`), or leaves an IPv4 ESP-in-UDP or a TCP super-packet
+/// in `raw` to be cut in place. An error means the read was unusable (bad
+/// virtio header or headers); it has no OS error code, and the worker
+/// drops the read and counts it. Apart from the device, so tests can feed
+/// it any bytes.
 pub fn parse(
     raw: &mut [u8],
     segs: &mut [Vec<u8>],
@@ -81,7 +69,7 @@ pub fn parse(
     split(hdr, pkt, segs, sizes, offset, esp_port).map(Read::Segments)
 }
 
-/// Splits `pkt` as described by `hdr` with tun-rs (see [`read`], which
+/// Splits `pkt` as described by `hdr` with tun-rs (see [`parse`], which
 /// has already left the super-packets `esp_split` and `tcp_split` cut in
 /// place).
 pub fn split(

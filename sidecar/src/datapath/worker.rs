@@ -199,13 +199,15 @@ impl Worker {
         Ok(())
     }
 
-    /// One read, split into `self.segs`.
+    /// One read, split into `self.segs` (or left in `self.raw` to be cut
+    /// in place). An error without an OS error code means the read was
+    /// unusable (bad virtio header or headers): the caller drops it.
     fn read(&mut self) -> std::io::Result<Read> {
         if self.vnet {
             let port = self.shared.peers.keying.udp_port();
-            vnet_read::read(
-                &self.dev,
-                &mut self.raw,
+            let len = self.dev.recv(&mut self.raw)?;
+            vnet_read::parse(
+                &mut self.raw[..len],
                 &mut self.segs,
                 &mut self.sizes,
                 SEG_OFFSET,
