@@ -1,4 +1,4 @@
-//! IP prefixes (`10.244.1.0/24`, `fd00:1::/64`) and a longest-prefix-match table.
+//! IP prefixes (`10.244.1.0/24`, `fd00:1::/64`).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -68,14 +68,32 @@ impl Cidr {
 
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
     match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
+        IpAddr::V4(a) => IpAddr::V4(u32::from(a).masked(len).into()),
+        IpAddr::V6(a) => IpAddr::V6(u128::from(a).masked(len).into()),
+    }
+}
+
+/// An address as an integer, with its host bits beyond a prefix length
+/// clearable.
+pub trait Masked: Copy + Ord {
+    /// The first `len` bits kept, the rest cleared (`len` at most the
+    /// width; longer keeps all).
+    fn masked(self, len: u8) -> Self;
+}
+
+impl Masked for u32 {
+    fn masked(self, len: u8) -> Self {
+        self & u32::MAX
+            .checked_shl(32 - u32::from(len.min(32)))
+            .unwrap_or(0)
+    }
+}
+
+impl Masked for u128 {
+    fn masked(self, len: u8) -> Self {
+        self & u128::MAX
+            .checked_shl(128 - u32::from(len.min(128)))
+            .unwrap_or(0)
     }
 }
 
@@ -106,41 +124,6 @@ impl<'de> Deserialize<'de> for Cidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Longest-prefix match from prefixes to values. Entries are kept sorted by
-/// prefix length (longest first) so the first hit is the answer; member
-/// counts are small (one or two prefixes per node), a linear scan over a
-/// contiguous Vec beats a trie at this size.
-#[derive(Debug, Clone)]
-pub struct LpmTable<V> {
-    entries: Vec<(Cidr, V)>,
-}
-
-impl<V> Default for LpmTable<V> {
-    fn default() -> Self {
-        Self {
-            entries: Vec::new(),
-        }
-    }
-}
-
-impl<V> LpmTable<V> {
-    pub fn insert(&mut self, cidr: Cidr, value: V) {
-        let pos = self
-            .entries
-            .iter()
-            .position(|(c, _)| c.len < cidr.len)
-            .unwrap_or(self.entries.len());
-        self.entries.insert(pos, (cidr, value));
-    }
-
-    pub fn lookup(&self, ip: IpAddr) -> Option<&V> {
-        self.entries
-            .iter()
-            .find(|(c, _)| c.contains(ip))
-            .map(|(_, v)| v)
     }
 }
 
@@ -182,18 +165,6 @@ mod tests {
         assert!(c.contains("1.2.3.4".parse().unwrap()));
         let c6: Cidr = "::/0".parse().unwrap();
         assert!(c6.contains("fd00::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn test_longest_prefix_wins() {
-        let mut t = LpmTable::default();
-        t.insert("10.0.0.0/8".parse().unwrap(), 1);
-        t.insert("10.1.0.0/16".parse().unwrap(), 2);
-        t.insert("10.1.2.0/24".parse().unwrap(), 3);
-        assert_eq!(t.lookup("10.1.2.3".parse().unwrap()), Some(&3));
-        assert_eq!(t.lookup("10.1.9.3".parse().unwrap()), Some(&2));
-        assert_eq!(t.lookup("10.9.9.3".parse().unwrap()), Some(&1));
-        assert_eq!(t.lookup("11.0.0.1".parse().unwrap()), None);
     }
 
     #[test]

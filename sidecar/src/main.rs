@@ -13,6 +13,7 @@ mod esp_cli;
 mod generation;
 mod http;
 mod keys;
+mod lpm;
 mod metrics;
 mod netlink;
 mod steering;

@@ -13,9 +13,10 @@ use meshsec_esp::{InboundSa, OpenError, OutboundSa};
 
 use super::derive_gate::DeriveGate;
 use super::keying::{Keying, KeyingError, PeerKeys};
-use crate::cidr::{Cidr, LpmTable};
+use crate::cidr::Cidr;
 use crate::config::Config;
 use crate::keys::Psk;
+use crate::lpm::LpmTable;
 use crate::metrics::{Counters, Metrics};
 
 /// Inbound SAs kept per peer: the current generation plus the previous ones
