@@ -20,7 +20,7 @@ use rand::TryRngCore;
 use rand::rngs::OsRng;
 use sha2::Sha256;
 use thiserror::Error;
-use x25519_dalek::{PublicKey, StaticSecret};
+use x25519_dalek::{PublicKey, SharedSecret, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::{Cipher, SaKey};
@@ -80,6 +80,29 @@ impl KeyPair {
     pub fn public(&self) -> [u8; 32] {
         *self.public.as_bytes()
     }
+
+    /// X25519 with a peer's public key: the `shared` of every SA key
+    /// between the two; a low-order point (all-zero result) is refused.
+    pub fn agree(&self, peer_public: &[u8; 32]) -> Result<PeerSecret, KeyError> {
+        let shared = self.secret.diffie_hellman(&PublicKey::from(*peer_public));
+        if !shared.was_contributory() {
+            return Err(KeyError::AllZeroSharedSecret);
+        }
+        Ok(PeerSecret(shared))
+    }
+}
+
+/// The X25519 result between this node and one peer, computed once and
+/// reused for every SA between them (both directions, every generation), as
+/// WireGuard precomputes its static-static DH. It stands for both private
+/// keys towards that peer: zeroized on drop (x25519-dalek `zeroize`
+/// feature) and never printed.
+pub struct PeerSecret(SharedSecret);
+
+impl core::fmt::Debug for PeerSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PeerSecret(..)")
+    }
 }
 
 /// One end of an SA: node id (24 bits used in the SPI) and key generation.
@@ -135,12 +158,18 @@ pub fn derive(
     peer_public: &[u8; 32],
     ctx: &SaContext<'_>,
 ) -> Result<SaKey, KeyError> {
-    let shared = local.secret.diffie_hellman(&PublicKey::from(*peer_public));
-    if !shared.was_contributory() {
-        return Err(KeyError::AllZeroSharedSecret);
-    }
+    derive_from(psk, &local.agree(peer_public)?, ctx)
+}
+
+/// [`derive`] from the X25519 result already computed ([`KeyPair::agree`]):
+/// HKDF only, no scalar multiplication.
+pub fn derive_from(
+    psk: &[u8; 32],
+    shared: &PeerSecret,
+    ctx: &SaContext<'_>,
+) -> Result<SaKey, KeyError> {
     let info = ctx.info()?;
-    let hk = Hkdf::<Sha256>::new(Some(psk), shared.as_bytes());
+    let hk = Hkdf::<Sha256>::new(Some(psk), shared.0.as_bytes());
     let mut okm = Zeroizing::new([0u8; 36]);
     let out = &mut okm[..ctx.cipher.material_len()];
     // Cannot fail: at most 36 bytes, far below 255 * 32.

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use meshsec_esp::Cipher;
-use meshsec_esp::key_schedule::{KeyError, KeyPair, NodeRef, SaContext, derive, derive_pair};
+use meshsec_esp::key_schedule::{
+    KeyError, KeyPair, NodeRef, SaContext, derive, derive_from, derive_pair,
+};
 use meshsec_esp::spi;
 
 const PROTOCOL_MD: &str = include_str!("../../../docs/protocol.md");
@@ -221,6 +223,53 @@ fn low_order_public_key_rejected() {
             derive(&[0; 32], &k, &pk, &ctx).unwrap_err(),
             KeyError::AllZeroSharedSecret
         );
+        assert_eq!(k.agree(&pk).unwrap_err(), KeyError::AllZeroSharedSecret);
+    }
+}
+
+#[test]
+fn derive_from_the_agreed_secret_matches_published_vectors() {
+    // One X25519 per peer (the sidecar keeps it) gives the published keys
+    // of every cipher and both directions, at either end.
+    let v = vectors();
+    let ki = KeyPair::from_secret_bytes(hex32(&v, "sk_i"));
+    let kj = KeyPair::from_secret_bytes(hex32(&v, "sk_j"));
+    let (at_i, at_j) = (
+        ki.agree(&kj.public()).unwrap(),
+        kj.agree(&ki.public()).unwrap(),
+    );
+    assert_eq!(format!("{at_i:?}"), "PeerSecret(..)");
+    let i = NodeRef {
+        id: num(&v, "id_i"),
+        generation: num(&v, "g_i"),
+    };
+    let j = NodeRef {
+        id: num(&v, "id_j"),
+        generation: num(&v, "g_j"),
+    };
+    let psk = hex32(&v, "psk");
+    for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm, Cipher::Aes128Gmac] {
+        let name = cipher.as_str();
+        let ctx = |sender, receiver| SaContext {
+            tunnel_uid: v["uid"].as_str(),
+            epoch: num(&v, "epoch"),
+            sender,
+            receiver,
+            cipher,
+        };
+        for (shared, sender, receiver, want) in [
+            (&at_i, i, j, "key_i_to_j"),
+            (&at_j, i, j, "key_i_to_j"),
+            (&at_i, j, i, "key_j_to_i"),
+            (&at_j, j, i, "key_j_to_i"),
+        ] {
+            let key = derive_from(&psk, shared, &ctx(sender, receiver)).unwrap();
+            assert_eq!(
+                hex::encode(key.expose_material()),
+                v[&format!("{name}.{want}")],
+                "{name} {want}"
+            );
+        }
     }
 }
 
