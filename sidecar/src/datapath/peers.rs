@@ -14,7 +14,7 @@ use meshsec_esp::{InboundSa, OpenError, OutboundSa};
 use super::derive_gate::DeriveGate;
 use super::keying::{Keying, KeyingError, PeerKeys};
 use crate::cidr::Cidr;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::keys::Psk;
 use crate::lpm::LpmTable;
 use crate::metrics::{Counters, Metrics};
@@ -102,8 +102,8 @@ impl PeerTable {
         let mut peers = Vec::with_capacity(cfg.peers.len());
         let mut by_prefix = LpmTable::default();
         let mut by_node = Vec::with_capacity(cfg.peers.len());
-        for (i, p) in cfg.peers.iter().enumerate() {
-            let keys = keying.peer(p)?;
+        let agreed = agree_all(&keying, &cfg.peers)?;
+        for (i, (p, keys)) in cfg.peers.iter().zip(agreed).enumerate() {
             let outbound = keying.outbound(&keys, generation)?;
             for c in &p.pod_cidrs {
                 by_prefix.insert(*c, i);
@@ -239,6 +239,28 @@ pub(crate) fn test_table() -> PeerTable {
     PeerTable::new(&cfg, keypair, psk, 0, &Metrics::new()).expect("test table")
 }
 
+/// Every peer's key agreement, in order, spread over the CPUs: one X25519
+/// per peer is most of a start with thousands of peers, and a restarted
+/// sidecar's peers stay blackholed until it is done.
+fn agree_all(keying: &Keying, peers: &[config::Peer]) -> Result<Vec<PeerKeys>, KeyingError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = peers.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = peers
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|p| keying.peer(p)).collect()))
+            .collect();
+        let mut all = Vec::with_capacity(peers.len());
+        for part in parts {
+            let keys: Result<Vec<PeerKeys>, KeyingError> = part
+                .join()
+                .map_err(|_| KeyingError::Schedule("key agreement thread panicked".into()))?;
+            all.extend(keys?);
+        }
+        Ok(all)
+    })
+}
+
 /// The peer index of `node` in `by_node` (sorted by node id).
 fn peer_index(by_node: &[(u32, usize)], node: u32) -> Option<usize> {
     let at = by_node.binary_search_by_key(&node, |&(n, _)| n).ok()?;
@@ -248,6 +270,68 @@ fn peer_index(by_node: &[(u32, usize)], node: u32) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test configuration with `n` more peers (node 100 + i, pod prefix
+    /// 10.250.i.0/24), the one at `bad` with a low-order public key.
+    fn many(n: u32, bad: Option<u32>) -> (Config, Result<PeerTable, KeyingError>) {
+        let mut yaml = crate::config::test_yaml();
+        for i in 0..n {
+            let key = if Some(i) == bad {
+                "00".repeat(32)
+            } else {
+                hex::encode(KeyPair::from_secret_bytes([i as u8 + 1; 32]).public())
+            };
+            yaml.push_str(&format!(
+                "- nodeId: {}\n  endpoint: 10.1.0.{}\n  podCidrs: [10.250.{i}.0/24]\n  publicKey: {key}\n",
+                100 + i,
+                i + 1
+            ));
+        }
+        let cfg: Config = serde_norway::from_str(&yaml).expect("test config");
+        let psk = Psk(zeroize::Zeroizing::new([9; 32]));
+        let table = PeerTable::new(
+            &cfg,
+            KeyPair::from_secret_bytes([7; 32]),
+            psk,
+            0,
+            &Metrics::new(),
+        );
+        (cfg, table)
+    }
+
+    /// One packet sealed with `sa`, as bytes: equal for two fresh SAs only
+    /// if their keys are.
+    fn sealed(sa: &OutboundSa) -> Vec<u8> {
+        let plain = crate::datapath::test_packets::udp4_super_packet(64, 1234);
+        let mut buf = vec![0u8; meshsec_esp::HEADROOM + plain.len() + meshsec_esp::TAILROOM];
+        let at = meshsec_esp::HEADROOM;
+        buf[at..at + plain.len()].copy_from_slice(&plain);
+        let mut tally = meshsec_esp::ByteTally::default();
+        let r = sa.seal(&mut buf, at..at + plain.len(), &mut tally).unwrap();
+        buf[r].to_vec()
+    }
+
+    #[test]
+    fn test_agreement_on_threads_gives_each_peer_its_own_keys() {
+        let (cfg, table) = many(40, None);
+        let t = table.unwrap();
+        assert_eq!(t.peers.len(), 41);
+        for i in 0..40u32 {
+            let ip: IpAddr = format!("10.250.{i}.9").parse().unwrap();
+            let p = t.route(ip).unwrap();
+            assert_eq!(p.node_id, 100 + i);
+            // The same SA derived here, one peer alone, seals alike.
+            let alone = t.keying.peer(&cfg.peers[i as usize + 1]).unwrap();
+            let want = t.keying.outbound(&alone, 0).unwrap();
+            assert_eq!(sealed(&p.outbound().1), sealed(&want), "peer {}", 100 + i);
+        }
+    }
+
+    #[test]
+    fn test_low_order_key_names_its_peer() {
+        let err = many(40, Some(33)).1.expect_err("refused");
+        assert!(err.to_string().contains("peer 133"), "{err}");
+    }
 
     #[test]
     fn test_peer_index_finds_every_node_and_only_those() {
