@@ -37,6 +37,14 @@ where
     v[k].parse().unwrap()
 }
 
+/// Node `n`'s id and generation in the vectors.
+fn node(v: &HashMap<String, String>, n: &str) -> NodeRef {
+    NodeRef {
+        id: num(v, &format!("id_{n}")),
+        generation: num(v, &format!("g_{n}")),
+    }
+}
+
 #[test]
 fn key_schedule_matches_published_vectors() {
     let v = vectors();
@@ -46,14 +54,7 @@ fn key_schedule_matches_published_vectors() {
     assert_eq!(hex::encode(kj.public()), v["pk_j"]);
     let psk = hex32(&v, "psk");
     let epoch: u64 = num(&v, "epoch");
-    let i = NodeRef {
-        id: num(&v, "id_i"),
-        generation: num(&v, "g_i"),
-    };
-    let j = NodeRef {
-        id: num(&v, "id_j"),
-        generation: num(&v, "g_j"),
-    };
+    let (i, j) = (node(&v, "i"), node(&v, "j"));
     let uid = v["uid"].as_str();
     let mut checked = 0;
     for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm, Cipher::Aes128Gmac] {
@@ -239,14 +240,7 @@ fn derive_from_the_agreed_secret_matches_published_vectors() {
         kj.agree(&ki.public()).unwrap(),
     );
     assert_eq!(format!("{at_i:?}"), "PeerSecret(..)");
-    let i = NodeRef {
-        id: num(&v, "id_i"),
-        generation: num(&v, "g_i"),
-    };
-    let j = NodeRef {
-        id: num(&v, "id_j"),
-        generation: num(&v, "g_j"),
-    };
+    let (i, j) = (node(&v, "i"), node(&v, "j"));
     let psk = hex32(&v, "psk");
     for cipher in [Cipher::Aes128Gcm, Cipher::Aes256Gcm, Cipher::Aes128Gmac] {
         let name = cipher.as_str();
