@@ -76,6 +76,23 @@ fn sigkill_fails_closed_and_restart_recovers_within_a_second() {
     assert!(table(&mesh, 0, "-4", "2480").contains("blackhole 10.77.2.0/24"));
     assert!(table(&mesh, 0, "-6", "2480").contains("blackhole fd77:2::/64"));
     assert_eq!(our_rules(&mesh, 0), rules_before);
+    // What the layout before one `lookup 2480` rule per family left behind
+    // (a rule per remote prefix) is replaced on restart, not kept beside it.
+    mesh.ip(
+        0,
+        &[
+            "-4",
+            "rule",
+            "add",
+            "to",
+            "10.77.2.0/24",
+            "lookup",
+            "2480",
+            "priority",
+            "104",
+        ],
+    );
+    assert_eq!(our_rules(&mesh, 0).len(), 9);
 
     let t0 = Instant::now();
     mesh.spawn(0);

@@ -113,15 +113,23 @@ impl Netlink {
     }
 
     /// Makes the kernel match `plan` within `scope`: adds what is missing,
-    /// deletes what is ours but not planned, leaves the rest untouched.
+    /// then deletes what is ours but not planned, and leaves the rest
+    /// untouched. Adding first means a change of layout never has a moment
+    /// without the rule or route that sends member traffic into the TUN or
+    /// a blackhole: the upgrade from one rule per remote prefix to one
+    /// `lookup <remote>` rule, deleting first, let plaintext to remote pods
+    /// fall through to the main table until the new rule was in.
     pub async fn reconcile(
         &self,
         plan: &Plan,
         scope: &Scope,
         tun_index: Option<u32>,
     ) -> Result<(), NetlinkError> {
-        let want_routes: HashSet<&RouteSpec> = plan.routes.iter().collect();
         let have_routes = self.routes(scope).await?;
+        let have: HashSet<&RouteSpec> = have_routes.iter().map(|(s, _)| s).collect();
+        let missing = plan.routes.iter().filter(|s| !have.contains(s));
+        concurrently(missing, |spec| self.add_route(spec, tun_index)).await?;
+        let want_routes: HashSet<&RouteSpec> = plan.routes.iter().collect();
         let stale = have_routes.iter().filter(|(s, _)| !want_routes.contains(s));
         concurrently(stale, |(spec, msg)| async move {
             debug!(?spec, "deleting stale route");
@@ -129,18 +137,7 @@ impl Netlink {
             del.execute().await.map_err(req("route del"))
         })
         .await?;
-        let have: HashSet<&RouteSpec> = have_routes.iter().map(|(s, _)| s).collect();
-        let missing = plan.routes.iter().filter(|s| !have.contains(s));
-        concurrently(missing, |spec| self.add_route(spec, tun_index)).await?;
-        let want_rules: HashSet<&RuleSpec> = plan.rules.iter().collect();
         let have_rules = self.rules(scope).await?;
-        let stale = have_rules.iter().filter(|(s, _)| !want_rules.contains(s));
-        concurrently(stale, |(spec, msg)| async move {
-            debug!(?spec, "deleting stale rule");
-            let del = self.handle.rule().del(msg.clone());
-            del.execute().await.map_err(req("rule del"))
-        })
-        .await?;
         let have: HashSet<&RuleSpec> = have_rules.iter().map(|(s, _)| s).collect();
         let missing = plan.rules.iter().filter(|s| !have.contains(s));
         concurrently(missing, |spec| async move {
@@ -149,6 +146,14 @@ impl Netlink {
             add.execute()
                 .await
                 .map_err(req(format!("rule add {spec:?}")))
+        })
+        .await?;
+        let want_rules: HashSet<&RuleSpec> = plan.rules.iter().collect();
+        let stale = have_rules.iter().filter(|(s, _)| !want_rules.contains(s));
+        concurrently(stale, |(spec, msg)| async move {
+            debug!(?spec, "deleting stale rule");
+            let del = self.handle.rule().del(msg.clone());
+            del.execute().await.map_err(req("rule del"))
         })
         .await?;
         info!(
