@@ -109,7 +109,7 @@ fn tunnel_udp_encap() {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    assert_eq!(local_rules(&mesh), ["105:\tfrom all lookup local"]);
+    assert_eq!(local_rules(&mesh), ["106:\tfrom all lookup local"]);
     assert!(mesh.sigterm(0).unwrap().success());
     assert_eq!(local_rules(&mesh), ["0:\tfrom all lookup local"]);
 }

@@ -103,9 +103,11 @@ fn always_polling_worker_seals_under_each_new_key() {
     let mesh = Mesh::new("  rekeyAfterPackets: 300\ndatapath:\n  busyPoll: always\n  queues: 1\n");
     assert_workers_never_sleep(&mesh, 0, 1);
     // One connection, back to back, so the worker never idles long enough
-    // to drop its cache, until 3 rekeys happened (CI once showed 2.5 s
-    // between two rekeys right after its build).
-    let n = echo_until_rekeys(&mesh, 7800, Duration::ZERO, 200_000, Duration::ZERO, 3);
+    // to drop its cache, until 3 rekeys happened. Bounded by time (60 s),
+    // not by messages: each rekey waits for an fsync, and right after a
+    // build that took seconds (CI once showed 2.5 s between two rekeys;
+    // 200,000 messages once went by with fewer than 3).
+    let n = echo_until_rekeys(&mesh, 7800, Duration::ZERO, 5_000_000, Duration::ZERO, 3);
     let rekeys = mesh.metric(0, "meshsec_rekeys_total");
     eprintln!("{n} bytes echoed, {rekeys} rekeys");
     assert!(rekeys >= 3, "rekeys: {rekeys}\n{}", mesh.log(0));
