@@ -414,10 +414,11 @@ impl Config {
                 all.push((*c, format!("{field}.podCidrs")));
             }
         }
-        for (i, (a, fa)) in all.iter().enumerate() {
-            if let Some((b, fb)) = all[i + 1..].iter().find(|(b, _)| a.overlaps(b)) {
-                return Err(invalid(fb.clone(), format!("{b} overlaps {a} in {fa}")));
-            }
+        let prefixes: Vec<Cidr> = all.iter().map(|(c, _)| *c).collect();
+        if let Some((i, j)) = crate::cidr::first_overlap(&prefixes)
+            && let (Some((a, fa)), Some((b, fb))) = (all.get(i), all.get(j))
+        {
+            return Err(invalid(fb.clone(), format!("{b} overlaps {a} in {fa}")));
         }
         Ok(())
     }
