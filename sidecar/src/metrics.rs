@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::{Arc, OnceLock};
 
 /// Why the datapath dropped a packet. Labels are stable (dashboards rely on
 /// them).
@@ -96,12 +97,47 @@ pub struct Counters {
     pub packets_out: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
-    drops: [Counter; DropReason::ALL.len()],
+    drops: Drops,
+}
+
+/// Drop counters, one per reason.
+#[derive(Debug, Clone)]
+enum Drops {
+    /// The totals: every reason registered, at 0, from the start.
+    Fixed([Counter; DropReason::ALL.len()]),
+    /// A peer's: a reason's series appears with its first drop. Made up
+    /// front, 5,000 peers' ten reasons were 50,000 series at 0 on every
+    /// node (70,086 series, 4.1 MB per scrape).
+    Lazy(Arc<LazyDrops>),
+}
+
+impl Default for Drops {
+    fn default() -> Self {
+        Drops::Fixed(Default::default())
+    }
+}
+
+#[derive(Debug)]
+struct LazyDrops {
+    family: Family<PeerReason, Counter>,
+    peer: String,
+    made: [OnceLock<Counter>; DropReason::ALL.len()],
 }
 
 impl Counters {
     pub fn drop(&self, reason: DropReason) {
-        self.drops[reason.index()].inc();
+        let i = reason.index();
+        match &self.drops {
+            Drops::Fixed(c) => c[i].inc(),
+            Drops::Lazy(l) => l.made[i]
+                .get_or_init(|| {
+                    l.family.get_or_create_owned(&PeerReason {
+                        peer: l.peer.clone(),
+                        reason: reason.label(),
+                    })
+                })
+                .inc(),
+        };
     }
 }
 
@@ -182,12 +218,15 @@ impl Metrics {
             "Plaintext bytes sealed, all peers",
             t.bytes_out,
         );
-        for reason in DropReason::ALL {
-            r.register(
-                format!("datapath_drops_{}", reason.label()),
-                format!("Packets dropped, all peers: {}", reason.label()),
-                t.drops[reason.index()].clone(),
-            );
+        // The totals are `Counters::default()`: every reason up front.
+        if let Drops::Fixed(drops) = &t.drops {
+            for reason in DropReason::ALL {
+                r.register(
+                    format!("datapath_drops_{}", reason.label()),
+                    format!("Packets dropped, all peers: {}", reason.label()),
+                    drops[reason.index()].clone(),
+                );
+            }
         }
         r.register(
             "sas_installed",
@@ -217,12 +256,11 @@ impl Metrics {
             packets_out: dir("out"),
             bytes_in: bytes("in"),
             bytes_out: bytes("out"),
-            drops: DropReason::ALL.map(|r| {
-                self.drops.get_or_create_owned(&PeerReason {
-                    peer: peer.into(),
-                    reason: r.label(),
-                })
-            }),
+            drops: Drops::Lazy(Arc::new(LazyDrops {
+                family: self.drops.clone(),
+                peer: peer.into(),
+                made: Default::default(),
+            })),
         }
     }
 
@@ -237,6 +275,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_peer_drop_series_appear_with_their_first_drop() {
+        let m = Metrics::new();
+        let p = m.peer("7");
+        let series = |text: &str| text.lines().filter(|l| l.contains("peer=\"7\"")).count();
+        // packets and bytes, in and out; no drop reason yet.
+        assert_eq!(series(&m.encode()), 4, "{}", m.encode());
+        assert!(
+            m.encode()
+                .contains("meshsec_datapath_drops_replayed_total 0")
+        );
+        p.drop(DropReason::AuthFailed);
+        p.clone().drop(DropReason::AuthFailed);
+        let text = m.encode();
+        assert_eq!(series(&text), 5, "{text}");
+        assert!(
+            text.contains("meshsec_peer_drops_total{peer=\"7\",reason=\"auth_failed\"} 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn test_encode_has_peer_and_total() {
