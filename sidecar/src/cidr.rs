@@ -60,6 +60,20 @@ impl Cidr {
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.len) == self.addr
     }
 
+    /// Family (IPv4?), first and last address as integers.
+    fn span(&self) -> (bool, u128, u128) {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                (true, a.into(), (a | !u32::MAX.masked(self.len)).into())
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                (false, a, a | !u128::MAX.masked(self.len))
+            }
+        }
+    }
+
     /// True when the two prefixes share at least one address: the
     /// definition [`first_overlap`] is tested against.
     #[cfg(test)]
@@ -69,40 +83,20 @@ impl Cidr {
 }
 
 /// A pair of `prefixes` (indices, lower first) that share an address, if
-/// any. Prefixes either nest or are apart, so after sorting by first
-/// address (wider first) each one need only be checked against the one
-/// reaching furthest before it: O(n log n) instead of every pair, since
-/// the agent will check the whole mesh on every update (`check-config`
-/// with 5,000 peers: 0.06 s before, 0.04 s now).
+/// any. Prefixes either nest or are apart, so once they are sorted by
+/// first address (wider first), the first overlap is between neighbours:
+/// O(n log n) instead of every pair, since the agent will check the whole
+/// mesh on every update (`check-config` with 5,000 peers: 0.06 s before,
+/// 0.04 s now).
 pub fn first_overlap(prefixes: &[Cidr]) -> Option<(usize, usize)> {
-    let span = |c: &Cidr| {
-        let (first, width) = match c.addr {
-            IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
-            IpAddr::V6(a) => (u128::from(a), 128),
-        };
-        let host_bits = width - u32::from(c.len);
-        let last = first | u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
-        (c.is_ipv4(), first, last)
-    };
+    // (family, first address, last address) of each, computed once.
+    let spans: Vec<(bool, u128, u128)> = prefixes.iter().map(Cidr::span).collect();
     let mut order: Vec<usize> = (0..prefixes.len()).collect();
-    order.sort_by_key(|&i| {
-        let c = &prefixes[i];
-        (c.is_ipv4(), span(c).1, c.len)
-    });
-    let mut reach: Option<(usize, (bool, u128, u128))> = None;
-    for i in order {
-        let s = span(&prefixes[i]);
-        if let Some((j, r)) = reach
-            && r.0 == s.0
-            && s.1 <= r.2
-        {
-            return Some((i.min(j), i.max(j)));
-        }
-        if reach.is_none_or(|(_, r)| r.0 != s.0 || s.2 > r.2) {
-            reach = Some((i, s));
-        }
-    }
-    None
+    order.sort_by_key(|&i| (spans[i].0, spans[i].1, std::cmp::Reverse(spans[i].2)));
+    order.windows(2).find_map(|w| {
+        let (a, b) = (spans[w[0]], spans[w[1]]);
+        (a.0 == b.0 && b.1 <= a.2).then(|| (w[0].min(w[1]), w[0].max(w[1])))
+    })
 }
 
 fn mask(addr: IpAddr, len: u8) -> IpAddr {
