@@ -126,7 +126,7 @@ pub fn plan(cfg: &Config, with_tun: bool) -> Plan {
         }
         // One rule, not one per prefix: the kernel walks the rules for
         // every packet it routes, but looks a table up in O(prefix bits).
-        if remote.iter().any(|c| c.is_ipv4() == v4) {
+        if remote.iter().any(|c| fam(&c)) {
             out.rules.push(rule(v4, p + 4, d.remote_table));
         }
         if cfg.tunnel.strict {
@@ -167,11 +167,12 @@ pub fn plan(cfg: &Config, with_tun: bool) -> Plan {
 mod tests {
     use super::*;
 
+    use crate::config::TEST_PEER_KEY as PK;
+
     fn cfg(extra: &str) -> Config {
-        let pk = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
         let s = format!(
             "nodeId: 1\nendpoint: 10.0.0.1\npodCidrs: [10.244.1.0/24, fd00:1::/64]\nprivateKeyFile: /k\npskFile: /p\n\
-             peers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  podCidrs: [10.244.2.0/24, fd00:2::/64]\n  publicKey: {pk}\n{extra}"
+             peers:\n- nodeId: 2\n  endpoint: 10.0.0.2\n  podCidrs: [10.244.2.0/24, fd00:2::/64]\n  publicKey: {PK}\n{extra}"
         );
         let c: Config = serde_norway::from_str(&s).unwrap();
         c.validate().unwrap();
@@ -216,11 +217,10 @@ mod tests {
 
     #[test]
     fn test_rules_do_not_grow_with_peers() {
-        let pk = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
         let peers: String = (3..203)
             .map(|n| {
                 format!(
-                    "- nodeId: {n}\n  endpoint: 10.1.0.{n}\n  podCidrs: [10.245.{n}.0/24]\n  publicKey: {pk}\n"
+                    "- nodeId: {n}\n  endpoint: 10.1.0.{n}\n  podCidrs: [10.245.{n}.0/24]\n  publicKey: {PK}\n"
                 )
             })
             .collect();
