@@ -233,10 +233,20 @@ impl PeerTable {
 /// A one-peer table under generation 0, for unit tests.
 #[cfg(test)]
 pub(crate) fn test_table() -> PeerTable {
-    let cfg: Config = serde_norway::from_str(&crate::config::test_yaml()).expect("test config");
+    table_for(&crate::config::test_yaml())
+        .1
+        .expect("test table")
+}
+
+/// A table for the static config `yaml` under generation 0 (the test
+/// node's fixed keys), and the config.
+#[cfg(test)]
+fn table_for(yaml: &str) -> (Config, Result<PeerTable, KeyingError>) {
+    let cfg: Config = serde_norway::from_str(yaml).expect("test config");
     let keypair = KeyPair::from_secret_bytes([7; 32]);
     let psk = Psk(zeroize::Zeroizing::new([9; 32]));
-    PeerTable::new(&cfg, keypair, psk, 0, &Metrics::new()).expect("test table")
+    let table = PeerTable::new(&cfg, keypair, psk, 0, &Metrics::new());
+    (cfg, table)
 }
 
 /// Every peer's key agreement, in order, spread over the CPUs: one X25519
@@ -287,16 +297,7 @@ mod tests {
                 i + 1
             ));
         }
-        let cfg: Config = serde_norway::from_str(&yaml).expect("test config");
-        let psk = Psk(zeroize::Zeroizing::new([9; 32]));
-        let table = PeerTable::new(
-            &cfg,
-            KeyPair::from_secret_bytes([7; 32]),
-            psk,
-            0,
-            &Metrics::new(),
-        );
-        (cfg, table)
+        table_for(&yaml)
     }
 
     /// One packet sealed with `sa`, as bytes: equal for two fresh SAs only
